@@ -1,0 +1,40 @@
+"""Building blocks shared by the SViT families: the official neuron and init helpers."""
+
+from __future__ import annotations
+
+import torch.nn as nn
+from spikingjelly.activation_based import neuron, surrogate
+
+__all__ = ["lif", "trunc_normal_init"]
+
+#: The official neurons: legacy ``MultiStepLIFNode(tau=2.0, detach_reset=True)`` mapped to 2.0.0.
+LIF_TAU = 2.0
+LIF_THRESHOLD = 1.0
+ATTN_LIF_THRESHOLD = 0.5
+
+
+def lif(v_threshold: float = LIF_THRESHOLD) -> neuron.LIFNode:
+    """A multi-step LIF neuron as the official code builds it (tau 2, hard reset to 0, detach_reset).
+
+    Input ``[T, ...]``; output binary spikes of the same shape. Has no state_dict entries.
+    """
+    return neuron.LIFNode(
+        tau=LIF_TAU,
+        decay_input=True,
+        v_threshold=float(v_threshold),
+        v_reset=0.0,
+        surrogate_function=surrogate.Sigmoid(alpha=4.0),
+        detach_reset=True,
+        step_mode="m",
+    )
+
+
+def trunc_normal_init(module: nn.Module, std: float = 0.02) -> None:
+    """timm-style init used by Spikformer/QKFormer: trunc_normal(std) Linear weights, zero bias, LN 1/0."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=std)
+        if module.bias is not None:
+            nn.init.constant_(module.bias, 0.0)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.constant_(module.bias, 0.0)
+        nn.init.constant_(module.weight, 1.0)

@@ -1,0 +1,1 @@
+"""qkformer family (being written)."""

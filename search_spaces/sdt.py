@@ -1,0 +1,1 @@
+"""sdt family (being written)."""

@@ -1,0 +1,1 @@
+"""spikformer family (being written)."""
