@@ -1,0 +1,65 @@
+"""The ``hwsearch`` command line: one sub-command per job, every option documented in ``--help``.
+
+Exit codes: 0 done; 1 bug (traceback); 2 usage, spec or input error (one line on stderr);
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from hwsearch import __version__
+from hwsearch.errors import UserError
+
+__all__ = ["main", "build_parser"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with exit code 2 and one-line errors (its default already exits 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from hwsearch.commands import COMMANDS
+
+    parser = _Parser(
+        prog="hwsearch",
+        description="Hardware-aware structured-pruning search for Spiking Vision Transformers.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run `hwsearch COMMAND --help` for the options of each command.",
+    )
+    parser.add_argument("--version", action="version", version=f"hwsearch {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for command in COMMANDS:
+        p = sub.add_parser(command.name, help=command.help, description=command.help)
+        command.add_arguments(p)
+        p.set_defaults(_run=command.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``hwsearch`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,12 @@
+"""CLI sub-commands; each module defines one :class:`Command`."""
+
+from __future__ import annotations
+
+from hwsearch.commands._base import Command
+from hwsearch.commands.evaluate import EVALUATE
+from hwsearch.commands.models import MODELS_COMMAND
+from hwsearch.commands.train import TRAIN
+
+COMMANDS: tuple[Command, ...] = (MODELS_COMMAND, EVALUATE, TRAIN)
+
+__all__ = ["COMMANDS", "Command"]

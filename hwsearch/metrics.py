@@ -1,0 +1,71 @@
+"""Measurements on a model: top-1 accuracy, parameter counts and memory, firing rates."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+import torch.nn as nn
+from spikingjelly.activation_based import functional, monitor, neuron
+from tqdm.auto import tqdm
+
+from hwsearch.study import DTYPE_BYTES
+
+__all__ = ["top1_accuracy", "count_params", "param_memory_mb", "measure_firing_rates"]
+
+
+def count_params(model: nn.Module) -> int:
+    """``sum(p.numel())`` over parameters (buffers excluded; unused LayerNorms included)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def param_memory_mb(params: int, dtype: str = "fp32") -> float:
+    """Parameter memory in MB (10^6 bytes) at the deployment ``dtype``."""
+    return params * DTYPE_BYTES[dtype] / 1e6
+
+
+@torch.no_grad()
+def top1_accuracy(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    progress: bool = False,
+    desc: str = "evaluate",
+    total: int | None = None,
+) -> float:
+    """Top-1 accuracy in percent; neurons are reset before and after every batch."""
+    model.eval()
+    correct = seen = 0
+    bar = tqdm(batches, desc=desc, total=total, disable=not progress, leave=False, unit="batch")
+    for x, y in bar:
+        functional.reset_net(model)
+        logits = model(x)
+        functional.reset_net(model)
+        correct += int((logits.argmax(dim=1) == y).sum())
+        seen += int(y.numel())
+        bar.set_postfix(top1=f"{100.0 * correct / seen:.2f}")
+    if seen == 0:
+        raise ValueError("top1_accuracy got no samples")
+    return 100.0 * correct / seen
+
+
+@torch.no_grad()
+def measure_firing_rates(
+    model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *, max_batches: int | None = None
+) -> dict[str, float]:
+    """Mean firing rate of every LIF the forward calls, over the given batches (element-weighted)."""
+    model.eval()
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    with monitor.OutputMonitor(model, neuron.BaseNode, function_on_output=lambda s: (float(s.sum()), s.numel())) as mon:
+        for i, (x, _) in enumerate(batches):
+            if max_batches is not None and i >= max_batches:
+                break
+            functional.reset_net(model)
+            model(x)
+            functional.reset_net(model)
+        for name in mon.monitored_layers:
+            for total, n in mon[name]:
+                sums[name] = sums.get(name, 0.0) + total
+                counts[name] = counts.get(name, 0) + n
+    return {name: sums[name] / counts[name] for name in sums if counts[name]}
