@@ -1,1 +1,402 @@
-"""sdt family (being written)."""
+"""Spike-driven Transformer (SDT, BICLab/Spike-Driven-Transformer), built with the official state_dict keys.
+
+Follows ``model/spikeformer.py``, ``module/ms_conv.py`` and ``module/sps.py`` of the official repository
+(``svit-architectures.md`` §3): the module tree, key names and shapes are the official ones, so official
+checkpoints load with ``strict=True``, and the forward repeats the official operation sequence, so outputs
+are bit-identical to the official code under spikingjelly 2.0.0 run on the same CPU/BLAS (the logits are
+sums of head weights over binary ``head_lif`` spikes; another BLAS kernel may round them differently in
+the last bit, see ``tests/search_spaces/test_sdt.py``).
+
+Differences from the official code (all deliberate):
+
+* ``forward`` returns the logits ``[B, K]`` only; the official one returns ``(logits, hook)``. There is no
+  ``hook`` argument (use ``spikingjelly.activation_based.monitor`` to record spikes).
+* Generalized widths: the attention reshapes use the q/k/v conv output width and the stored ``num_heads``,
+  and the MLP reshape uses the stored ``c_hidden``; the official code uses the input channel count for
+  q/k/v. Unpruned the two are the same numbers; after physical pruning of q/k/v channels (which in SDT are
+  element-wise coupled, ``pruning-couplings.md`` §3) or of the MLP inner width no forward change is needed.
+* Only the ImageNet/CIFAR layouts: no DVS mode (``Erode`` pooling), no TET output, no ``attn_mode``.
+* Constructor arguments are keyword-only and named like the other hwsearch families (``embed_dim``,
+  ``depth``, ``mlp_ratio``, ``img_size`` instead of ``embed_dims``, ``depths``, ``mlp_ratios``,
+  ``img_size_h/w``).
+
+Modules that the official code builds but never calls are kept so that module names match:
+``patch_embed.rpe_lif``, ``block.{i}.attn.attn_lif`` (neurons without state_dict entries, except
+``…w`` under ``spike_mode="plif"``), ``block.{i}.attn.talking_heads`` (``Conv1d [h, h, 1]``, in every
+checkpoint) and ``block.{i}.drop_path`` (parameter-free, here always ``nn.Identity``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from spikingjelly.activation_based import neuron, surrogate
+
+from search_spaces._layers import ATTN_LIF_THRESHOLD, LIF_TAU, LIF_THRESHOLD, lif
+from search_spaces._registry import ModelConfig, register_config
+
+__all__ = ["SpikeDrivenTransformer", "MSSPS", "MSSSA", "MSMLP", "MSBlock", "SPIKE_MODES"]
+
+#: Neuron kinds the official code supports for ImageNet/CIFAR (``alif``/``blif`` map to LIF there too).
+SPIKE_MODES = ("lif", "plif")
+
+
+def _neuron(spike_mode: str, v_threshold: float = LIF_THRESHOLD) -> neuron.BaseNode:
+    """The official neuron for ``spike_mode``: LIF (tau 2) or PLIF (init_tau 2), hard reset, detach_reset."""
+    if spike_mode == "lif":
+        return lif(v_threshold)
+    if spike_mode == "plif":
+        return neuron.ParametricLIFNode(
+            init_tau=LIF_TAU,
+            decay_input=True,
+            v_threshold=float(v_threshold),
+            v_reset=0.0,
+            surrogate_function=surrogate.Sigmoid(alpha=4.0),
+            detach_reset=True,
+            step_mode="m",
+        )
+    raise ValueError(f"spike_mode must be one of {SPIKE_MODES}, got {spike_mode!r}")
+
+
+def _pool() -> nn.MaxPool2d:
+    return nn.MaxPool2d(kernel_size=3, stride=2, padding=1, dilation=1, ceil_mode=False)
+
+
+class MSSPS(nn.Module):
+    """Spiking patch splitting (official ``MS_SPS``): four 3×3 conv stages and a membrane-shortcut RPE.
+
+    ``pooling_stat[i] == "1"`` max-pools after stage ``i``. Stages 0–2 pool the spikes; stage 3 pools the
+    BN output, which is ``x_feat`` (pre-LIF); the output is ``rpe_bn(rpe_conv(proj_lif3(x_feat))) + x_feat``
+    (real-valued). ``rpe_lif`` is built but never called, as in the official code.
+    """
+
+    def __init__(
+        self,
+        *,
+        img_size: int = 224,
+        patch_size: int = 16,
+        in_channels: int = 3,
+        embed_dim: int = 512,
+        pooling_stat: str = "1111",
+        spike_mode: str = "lif",
+    ) -> None:
+        super().__init__()
+        if len(pooling_stat) != 4 or set(pooling_stat) - {"0", "1"}:
+            raise ValueError(f"pooling_stat must be 4 characters of '0'/'1', got {pooling_stat!r}")
+        self.img_size = img_size
+        self.patch_size = patch_size
+        self.in_channels = in_channels
+        self.embed_dim = embed_dim
+        self.pooling_stat = pooling_stat
+        self.spike_mode = spike_mode
+        d = embed_dim
+        self.proj_conv = nn.Conv2d(in_channels, d // 8, kernel_size=3, stride=1, padding=1, bias=False)
+        self.proj_bn = nn.BatchNorm2d(d // 8)
+        self.proj_lif = _neuron(spike_mode)
+        self.maxpool = _pool()
+        self.proj_conv1 = nn.Conv2d(d // 8, d // 4, kernel_size=3, stride=1, padding=1, bias=False)
+        self.proj_bn1 = nn.BatchNorm2d(d // 4)
+        self.proj_lif1 = _neuron(spike_mode)
+        self.maxpool1 = _pool()
+        self.proj_conv2 = nn.Conv2d(d // 4, d // 2, kernel_size=3, stride=1, padding=1, bias=False)
+        self.proj_bn2 = nn.BatchNorm2d(d // 2)
+        self.proj_lif2 = _neuron(spike_mode)
+        self.maxpool2 = _pool()
+        self.proj_conv3 = nn.Conv2d(d // 2, d, kernel_size=3, stride=1, padding=1, bias=False)
+        self.proj_bn3 = nn.BatchNorm2d(d)
+        self.proj_lif3 = _neuron(spike_mode)
+        self.maxpool3 = _pool()
+        self.rpe_conv = nn.Conv2d(d, d, kernel_size=3, stride=1, padding=1, bias=False)
+        self.rpe_bn = nn.BatchNorm2d(d)
+        self.rpe_lif = _neuron(spike_mode)  # built by the official code, never called
+
+    def _stage(self, x: torch.Tensor, T: int, B: int, conv: nn.Conv2d, bn: nn.BatchNorm2d,
+               lif_: nn.Module, pool: nn.MaxPool2d, do_pool: bool) -> torch.Tensor:
+        """conv → BN on ``[TB,…]``, LIF on ``[T,B,…]``, then the optional max-pool on ``[TB,…]``."""
+        x = bn(conv(x))
+        x = lif_(x.reshape(T, B, *x.shape[1:]).contiguous())
+        x = x.flatten(0, 1).contiguous()
+        return pool(x) if do_pool else x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[T, B, C_in, H, W]`` → ``[T, B, D, H', W']`` (real-valued)."""
+        T, B = x.shape[:2]
+        p = self.pooling_stat
+        x = x.flatten(0, 1)
+        x = self._stage(x, T, B, self.proj_conv, self.proj_bn, self.proj_lif, self.maxpool, p[0] == "1")
+        x = self._stage(x, T, B, self.proj_conv1, self.proj_bn1, self.proj_lif1, self.maxpool1, p[1] == "1")
+        x = self._stage(x, T, B, self.proj_conv2, self.proj_bn2, self.proj_lif2, self.maxpool2, p[2] == "1")
+        x = self.proj_bn3(self.proj_conv3(x))
+        if p[3] == "1":
+            x = self.maxpool3(x)
+        x_feat = x
+        x = self.proj_lif3(x.reshape(T, B, *x.shape[1:]).contiguous())
+        x = x.flatten(0, 1).contiguous()
+        x = self.rpe_bn(self.rpe_conv(x))
+        x = x + x_feat
+        return x.reshape(T, B, *x.shape[1:]).contiguous()
+
+
+class MSSSA(nn.Module):
+    """Spike-driven self-attention (official ``MS_SSA_Conv``), membrane shortcut included.
+
+    s = shortcut_lif(x); q, k, v = LIF(BN(conv1×1(s))) split into ``num_heads`` heads ``[T,B,h,N,d]``;
+    kv = talking_heads_lif(Σ_N k∘v) (threshold 0.5); y = q∘kv → proj conv → proj BN; returns y + x.
+    The inner width W is ``q_conv.out_channels`` (k and v must match; d = W // num_heads), never the input
+    channel count. ``attn_lif`` and ``talking_heads`` are built but never called, as in the official code.
+    """
+
+    def __init__(self, *, dim: int, num_heads: int = 8, spike_mode: str = "lif") -> None:
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f"dim {dim} must be divisible by num_heads {num_heads}")
+        self.dim = dim
+        self.num_heads = num_heads
+        self.spike_mode = spike_mode
+        self.q_conv = nn.Conv2d(dim, dim, kernel_size=1, stride=1, bias=False)
+        self.q_bn = nn.BatchNorm2d(dim)
+        self.q_lif = _neuron(spike_mode)
+        self.k_conv = nn.Conv2d(dim, dim, kernel_size=1, stride=1, bias=False)
+        self.k_bn = nn.BatchNorm2d(dim)
+        self.k_lif = _neuron(spike_mode)
+        self.v_conv = nn.Conv2d(dim, dim, kernel_size=1, stride=1, bias=False)
+        self.v_bn = nn.BatchNorm2d(dim)
+        self.v_lif = _neuron(spike_mode)
+        self.attn_lif = _neuron(spike_mode, ATTN_LIF_THRESHOLD)  # built by the official code, never called
+        self.talking_heads = nn.Conv1d(num_heads, num_heads, kernel_size=1, stride=1, bias=False)  # dead
+        self.talking_heads_lif = _neuron(spike_mode, ATTN_LIF_THRESHOLD)
+        self.proj_conv = nn.Conv2d(dim, dim, kernel_size=1, stride=1)
+        self.proj_bn = nn.BatchNorm2d(dim)
+        self.shortcut_lif = _neuron(spike_mode)
+
+    def _heads(self, s: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d, lif_: nn.Module,
+               T: int, B: int, H: int, W: int) -> torch.Tensor:
+        """LIF(BN(conv(s))) as ``[T, B, h, N, d]`` (channel c in head c // d)."""
+        width = conv.out_channels
+        y = lif_(bn(conv(s)).reshape(T, B, width, H, W).contiguous())
+        return (
+            y.flatten(3)
+            .transpose(-1, -2)
+            .reshape(T, B, H * W, self.num_heads, width // self.num_heads)
+            .permute(0, 1, 3, 2, 4)
+            .contiguous()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[T, B, D, H, W]`` → ``[T, B, D, H, W]``."""
+        T, B, C, H, W = x.shape
+        width = self.q_conv.out_channels
+        if self.k_conv.out_channels != width or self.v_conv.out_channels != width:
+            raise ValueError(
+                f"q/k/v widths must be equal in SDT attention, got {width}, {self.k_conv.out_channels}, "
+                f"{self.v_conv.out_channels}"
+            )
+        if width % self.num_heads != 0:
+            raise ValueError(f"q/k/v width {width} is not divisible by num_heads {self.num_heads}")
+        identity = x
+        s = self.shortcut_lif(x).flatten(0, 1)
+        q = self._heads(s, self.q_conv, self.q_bn, self.q_lif, T, B, H, W)
+        k = self._heads(s, self.k_conv, self.k_bn, self.k_lif, T, B, H, W)
+        v = self._heads(s, self.v_conv, self.v_bn, self.v_lif, T, B, H, W)
+        kv = k.mul(v).sum(dim=-2, keepdim=True)  # [T, B, h, 1, d]
+        kv = self.talking_heads_lif(kv)
+        y = q.mul(kv)  # [T, B, h, N, d]
+        y = y.transpose(3, 4).reshape(T, B, width, H, W).contiguous()
+        y = self.proj_bn(self.proj_conv(y.flatten(0, 1))).reshape(T, B, C, H, W).contiguous()
+        return y + identity
+
+
+class MSMLP(nn.Module):
+    """Spiking MLP (official ``MS_MLP_Conv``) with the LIF before each 1×1 conv and a membrane shortcut.
+
+    z = fc1_bn(fc1_conv(fc1_lif(x))); if ``res``: z = z + x and the shortcut becomes z;
+    out = fc2_bn(fc2_conv(fc2_lif(z))) + shortcut. ``res`` is set at construction when the hidden width
+    equals the input width (never for mlp_ratio 4) and is a plain attribute: pruning must not change it.
+    ``c_hidden`` (fc1 output width) is used in the reshape.
+    """
+
+    def __init__(self, *, in_features: int, hidden_features: int | None = None,
+                 out_features: int | None = None, spike_mode: str = "lif") -> None:
+        super().__init__()
+        out_features = out_features or in_features
+        hidden_features = hidden_features or in_features
+        self.res = in_features == hidden_features
+        self.spike_mode = spike_mode
+        self.fc1_conv = nn.Conv2d(in_features, hidden_features, kernel_size=1, stride=1)
+        self.fc1_bn = nn.BatchNorm2d(hidden_features)
+        self.fc1_lif = _neuron(spike_mode)
+        self.fc2_conv = nn.Conv2d(hidden_features, out_features, kernel_size=1, stride=1)
+        self.fc2_bn = nn.BatchNorm2d(out_features)
+        self.fc2_lif = _neuron(spike_mode)
+        self.c_hidden = hidden_features
+        self.c_output = out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[T, B, D, H, W]`` → ``[T, B, D, H, W]``."""
+        T, B, C, H, W = x.shape
+        identity = x
+        z = self.fc1_lif(x)
+        z = self.fc1_conv(z.flatten(0, 1))
+        z = self.fc1_bn(z).reshape(T, B, self.c_hidden, H, W).contiguous()
+        if self.res:
+            z = identity + z
+            identity = z
+        z = self.fc2_lif(z)
+        z = self.fc2_conv(z.flatten(0, 1))
+        z = self.fc2_bn(z).reshape(T, B, C, H, W).contiguous()
+        return z + identity
+
+
+class MSBlock(nn.Module):
+    """One SDT block (official ``MS_Block_Conv``): ``mlp(attn(x))``, both with their own shortcut."""
+
+    def __init__(self, *, dim: int, num_heads: int, mlp_ratio: float = 4.0, spike_mode: str = "lif") -> None:
+        super().__init__()
+        self.attn = MSSSA(dim=dim, num_heads=num_heads, spike_mode=spike_mode)
+        self.drop_path = nn.Identity()  # built (DropPath/Identity) but never called by the official code
+        self.mlp = MSMLP(in_features=dim, hidden_features=int(dim * mlp_ratio), spike_mode=spike_mode)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[T, B, D, H, W]`` → ``[T, B, D, H, W]``."""
+        return self.mlp(self.attn(x))
+
+
+class SpikeDrivenTransformer(nn.Module):
+    """The Spike-driven Transformer (official ``SpikeDrivenTransformer`` / timm entry ``sdt``).
+
+    Input ``[B, C, H, W]`` (repeated ``T`` times) or ``[B, T, C, H, W]`` (its own T); output logits
+    ``[B, num_classes]``: the token mean per step → ``head_lif`` → ``head`` per step → mean over T.
+    The official forward returns ``(logits, hook)``; this one returns the logits only.
+
+    Constructor arguments are stored unchanged as attributes of the same name.
+    """
+
+    def __init__(
+        self,
+        *,
+        img_size: int = 224,
+        patch_size: int = 16,
+        in_channels: int = 3,
+        num_classes: int = 1000,
+        embed_dim: int = 512,
+        num_heads: int = 8,
+        mlp_ratio: float = 4.0,
+        depth: int = 8,
+        T: int = 4,
+        pooling_stat: str = "1111",
+        spike_mode: str = "lif",
+    ) -> None:
+        super().__init__()
+        if spike_mode not in SPIKE_MODES:
+            raise ValueError(f"spike_mode must be one of {SPIKE_MODES}, got {spike_mode!r}")
+        self.img_size = img_size
+        self.patch_size = patch_size
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.mlp_ratio = mlp_ratio
+        self.depth = depth
+        self.T = T
+        self.pooling_stat = pooling_stat
+        self.spike_mode = spike_mode
+
+        self.patch_embed = MSSPS(
+            img_size=img_size,
+            patch_size=patch_size,
+            in_channels=in_channels,
+            embed_dim=embed_dim,
+            pooling_stat=pooling_stat,
+            spike_mode=spike_mode,
+        )
+        self.block = nn.ModuleList(
+            [MSBlock(dim=embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio, spike_mode=spike_mode)
+             for _ in range(depth)]
+        )
+        self.head_lif = _neuron(spike_mode)
+        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        """Official init: trunc_normal(std .02) Conv2d weights, zero conv bias, BN2d 1/0."""
+        if isinstance(m, nn.Conv2d):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.constant_(m.bias, 0)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.constant_(m.bias, 0)
+            nn.init.constant_(m.weight, 1.0)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``[T, B, C, H, W]`` → token mean ``[T, B, D]`` (real-valued, before ``head_lif``)."""
+        x = self.patch_embed(x)
+        for blk in self.block:
+            x = blk(x)
+        return x.flatten(3).mean(3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C, H, W]`` or ``[B, T, C, H, W]`` → logits ``[B, num_classes]``."""
+        if x.dim() < 5:
+            x = x.unsqueeze(0).repeat(self.T, 1, 1, 1, 1)
+        else:
+            x = x.transpose(0, 1).contiguous()
+        x = self.forward_features(x)
+        x = self.head_lif(x)
+        x = self.head(x)  # per time step
+        return x.mean(0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Registered configurations (official_params: svit-architectures.md §6, "official code" column)
+
+_IMAGENET = (
+    # name, D, L, official_params, README top-1 (T=4)
+    ("sdt-8-384", 384, 8, 16_816_536, "72.28"),
+    ("sdt-6-512", 512, 6, 23_373_736, "74.11"),
+    ("sdt-8-512", 512, 8, 29_689_896, "74.57"),
+    ("sdt-10-512", 512, 10, 36_006_056, "74.66"),
+    ("sdt-8-768", 768, 8, 66_339_144, "77.07"),
+)
+_CIFAR = (
+    ("sdt-cifar10-2-512", 512, 2, 10_233_546),
+    ("sdt-cifar10-2-256", 256, 2, 2_567_082),
+)
+
+for _name, _d, _l, _params, _top1 in _IMAGENET:
+    register_config(
+        ModelConfig(
+            name=_name,
+            family="sdt",
+            layout="imagenet",
+            builder=SpikeDrivenTransformer,
+            kwargs=dict(
+                img_size=224, patch_size=16, in_channels=3, num_classes=1000, embed_dim=_d, num_heads=8,
+                mlp_ratio=4, depth=_l, T=4, pooling_stat="1111", spike_mode="lif",
+            ),
+            official_params=_params,
+            arch_names=("sdt",),
+            input_shape=(3, 224, 224),
+            description=f"Spike-driven Transformer-{_l}-{_d}, ImageNet 224, T=4 (README top-1 {_top1}%)",
+        )
+    )
+
+for _name, _d, _l, _params in _CIFAR:
+    register_config(
+        ModelConfig(
+            name=_name,
+            family="sdt",
+            layout="cifar",
+            builder=SpikeDrivenTransformer,
+            kwargs=dict(
+                img_size=32, patch_size=16, in_channels=3, num_classes=10, embed_dim=_d, num_heads=8,
+                mlp_ratio=4, depth=_l, T=4, pooling_stat="0011", spike_mode="lif",
+            ),
+            official_params=_params,
+            arch_names=("sdt",),
+            input_shape=(3, 32, 32),
+            description=f"Spike-driven Transformer-{_l}-{_d}, CIFAR-10 32x32 (pooling 0011), T=4",
+        )
+    )
+
+del _name, _d, _l, _params, _top1
