@@ -12,3 +12,6 @@ from search_spaces import sdt as sdt  # noqa: E402
 from search_spaces import spikformer as spikformer  # noqa: E402
 
 __all__ = ["MODELS", "ModelConfig", "create_model", "get_config", "list_models", "register_config"]
+
+# Prunable-group declarations (register into hwsearch.pruning.GROUP_DECLARATIONS).
+from search_spaces import _spikformer_groups as _spikformer_groups  # noqa: E402

@@ -1,0 +1,117 @@
+"""Prunable groups: sets of tensor slices that must lose the same indices.
+
+A :class:`ChannelGroup` is what Torch-Pruning calls a dependency group, declared per family in
+``search_spaces/`` instead of traced. It has ``width`` units (channels, or heads of ``unit_size``
+channels in a given member), optional equal-size ``partitions`` (a q/k width group keeps the same
+number of channels in every head), bounds, and the static attributes to update after slicing.
+
+A :class:`DepthGroup` removes whole sub-modules from a ``ModuleList`` (blocks of a stage) or disables
+a residual branch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["Member", "AttrUpdate", "ChannelGroup", "DepthGroup", "Group"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Member:
+    """One tensor dimension a group shrinks: ``<module>.<param>`` along ``dim``.
+
+    Unit ``u`` of the group covers indices ``[offset + u*unit_size, offset + (u+1)*unit_size)`` of that
+    dimension. ``param`` may name a buffer (BatchNorm running statistics).
+    """
+
+    module: str
+    param: str = "weight"
+    dim: int = 0
+    unit_size: int = 1
+    offset: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"{self.module}.{self.param}" if self.module else self.param
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttrUpdate:
+    """After pruning, set ``<module>.<attr>`` to ``kept_units * per_unit`` (e.g. ``num_heads``, ``c_hidden``)."""
+
+    module: str
+    attr: str
+    per_unit: int = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelGroup:
+    """A set of coupled tensor slices pruned together.
+
+    Attributes:
+        name: module-path-like name, e.g. ``"block.3.mlp.hidden"``.
+        kind: axis kind: ``mlp``, ``heads``, ``qk``, ``v``, ``q``, ``k``, ``embed``, ``sps``, ``stage``,
+            ``patch`` (families may add others).
+        width: units in the unpruned model.
+        members: the slices (parameters and buffers) that lose the pruned units' indices.
+        unit: ``"channel"`` or ``"head"``.
+        partitions: the units form this many equal contiguous partitions and a plan keeps the same
+            number in each (q/k and v widths are per head: ``partitions = num_heads``).
+        min_width: the fewest units a plan may keep (per partition when partitioned); never 0.
+        round_to: kept units (per partition) must be a multiple of this, unless all are kept.
+        attrs: static attributes updated from the kept count.
+        importance_members: indices into ``members`` used for ranking (default: every parameter member,
+            i.e. all but BatchNorm running statistics).
+    """
+
+    name: str
+    kind: str
+    width: int
+    members: tuple[Member, ...]
+    unit: str = "channel"
+    partitions: int = 1
+    min_width: int = 1
+    round_to: int = 1
+    attrs: tuple[AttrUpdate, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.width < 1 or self.width % self.partitions:
+            raise ValueError(f"group {self.name}: width {self.width} not divisible into {self.partitions} partitions")
+        if self.min_width < 1:
+            raise ValueError(f"group {self.name}: min_width must be at least 1")
+
+    @property
+    def partition_width(self) -> int:
+        return self.width // self.partitions
+
+    def allowed_counts(self) -> list[int]:
+        """Kept-unit counts a plan may use for this group (total over partitions), ascending."""
+        per = self.partition_width
+        counts = [k for k in range(self.min_width, per + 1) if k % self.round_to == 0 or k == per]
+        return [k * self.partitions for k in counts]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DepthGroup:
+    """Whole sub-modules that can be removed: blocks of a ``ModuleList`` or residual branches.
+
+    Attributes:
+        name: e.g. ``"block"`` (Spikformer blocks) or ``"stage3"``.
+        container: path of the ``nn.ModuleList`` holding the units (``kind="blocks"``), or a tuple of
+            branch module paths set to ``None`` when removed (``kind="branches"``).
+        width: number of units (blocks or branches).
+        min_width: the fewest units kept (0 allowed for branches: the residual carries the signal).
+        attrs: static attributes set to the kept count (e.g. the model's ``depth``).
+        units: for ``kind="branches"``, the module path of each unit.
+    """
+
+    name: str
+    kind: str
+    container: str
+    width: int
+    min_width: int = 1
+    attrs: tuple[AttrUpdate, ...] = ()
+    units: tuple[str, ...] = field(default_factory=tuple)
+
+
+Group = ChannelGroup | DepthGroup

@@ -1,0 +1,79 @@
+"""Saving and reloading pruned models: a state_dict plus a small architecture description."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from spikingjelly.activation_based import functional
+
+from hwsearch.errors import CheckpointError
+from hwsearch.pruning._plan import PruningPlan
+
+__all__ = ["save_pruned", "load_pruned", "ARCH_FILE", "WEIGHTS_FILE"]
+
+ARCH_FILE = "architecture.json"
+WEIGHTS_FILE = "model.pth"
+
+
+def save_pruned(model: nn.Module, out_dir: str | Path) -> Path:
+    """Write ``model.pth`` (bare state_dict), ``architecture.json`` and ``plan.json`` into ``out_dir``.
+
+    The architecture is the source configuration, its constructor overrides and the kept width of every
+    group: enough to rebuild the same module tree without the source checkpoint.
+    """
+    plan: PruningPlan | None = getattr(model, "hwsearch_plan", None)
+    config = getattr(model, "hwsearch_config", None)
+    if plan is None or config is None:
+        raise ValueError("save_pruned needs a model returned by hwsearch.pruning.prune")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    arch = {"schema": 1, "config": config, "model_kwargs": dict(getattr(model, "hwsearch_kwargs", {})),
+            "widths": plan.counts(), "params": sum(p.numel() for p in model.parameters())}
+    tmp = out / (WEIGHTS_FILE + ".tmp")
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, out / WEIGHTS_FILE)
+    (out / ARCH_FILE).write_text(json.dumps(arch, indent=1, sort_keys=True) + "\n")
+    plan.save(out / "plan.json")
+    return out
+
+
+def load_pruned(path: str | Path) -> nn.Module:
+    """Rebuild a pruned model saved by :func:`save_pruned` (a folder, or its ``model.pth``)."""
+    from hwsearch.pruning._engine import groups_of, prune
+    from search_spaces import get_config
+
+    folder = Path(path)
+    if folder.is_file():
+        folder = folder.parent
+    arch_path, weights = folder / ARCH_FILE, folder / WEIGHTS_FILE
+    if not arch_path.is_file() or not weights.is_file():
+        raise CheckpointError(f"no pruned model in {folder}: expected {ARCH_FILE} and {WEIGHTS_FILE} (written by hwsearch prune)")
+    arch: dict[str, Any] = json.loads(arch_path.read_text())
+    cfg = get_config(arch["config"])
+    with torch.device("meta"):
+        skeleton = cfg.build(**arch.get("model_kwargs", {}))
+    widths = {k: int(v) for k, v in arch["widths"].items()}
+    groups = groups_of(skeleton)
+    # Which indices were kept does not matter for the shapes: take the first ones of every partition.
+    keep: dict[str, tuple[int, ...]] = {}
+    for g in groups:
+        if g.name in widths:
+            parts = getattr(g, "partitions", 1)
+            pw, per = g.width // parts, widths[g.name] // parts
+            keep[g.name] = tuple(p * pw + i for p in range(parts) for i in range(per))
+    shaped = prune(skeleton, PruningPlan(model=cfg.name, keep=keep), groups)
+    shaped = shaped.to_empty(device="cpu")
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    try:
+        shaped.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{weights} does not match {arch_path}: {str(e).splitlines()[0][:200]}") from None
+    shaped.eval()
+    functional.invalidate_reset_cache(shaped)
+    functional.reset_net(shaped)
+    return shaped
