@@ -97,6 +97,10 @@ def spikformer_groups(model: nn.Module) -> list[Group]:
         embed += [Member(module="", param="pos_embed", dim=2), *norm_members(model, "norm")]
     groups.insert(3, ChannelGroup(name="embed", kind="embed", width=D, members=tuple(embed),
                                   attrs=(AttrUpdate(module="", attr="embed_dim"),)))
+    branches = tuple(f"block.{i}.{br}" for i in range(len(blocks)) for br in ("attn", "mlp"))
+    # Branches are removed before whole blocks (paths refer to the unpruned numbering).
+    groups.append(DepthGroup(name="branches", kind="branches", container="", width=len(branches), min_width=0,
+                             units=branches))
     groups.append(DepthGroup(name="block", kind="blocks", container="block", width=len(blocks),
                              attrs=(AttrUpdate(module="", attr="depth"),)))
     return groups

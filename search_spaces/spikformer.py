@@ -436,7 +436,14 @@ class MLPDVS(_MLPBase):
 
 
 class SpikformerBlock(nn.Module):
-    """``x = x + attn(x); x = x + mlp(x)`` (integer-valued residual). ``norm1``/``norm2`` are never called."""
+    """``x = x + attn(x); x = x + mlp(x)`` (integer-valued residual). ``norm1``/``norm2`` are never called.
+
+    Depth pruning may remove a branch (``attn`` or ``mlp`` set to ``None``): the residual then carries
+    ``x`` through unchanged.
+    """
+
+    attn: _SSABase | None
+    mlp: _MLPBase | None
 
     def __init__(self, *, attn: _SSABase, mlp: _MLPBase, dim: int, norm_eps: float) -> None:
         super().__init__()
@@ -447,8 +454,11 @@ class SpikformerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Same layout in and out (``[T,B,C,H,W]``, ``[T,B,N,C]`` or ``[T,B,C,N]``)."""
-        x = x + self.attn(x)
-        return x + self.mlp(x)
+        if self.attn is not None:
+            x = x + self.attn(x)
+        if self.mlp is not None:
+            x = x + self.mlp(x)
+        return x
 
 
 class _Spikformer(nn.Module):

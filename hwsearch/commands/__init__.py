@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from hwsearch.commands._base import Command
 from hwsearch.commands.evaluate import EVALUATE
+from hwsearch.commands.groups import GROUPS
 from hwsearch.commands.models import MODELS_COMMAND
+from hwsearch.commands.prune import PRUNE
 from hwsearch.commands.train import TRAIN
 
-COMMANDS: tuple[Command, ...] = (MODELS_COMMAND, EVALUATE, TRAIN)
+COMMANDS: tuple[Command, ...] = (MODELS_COMMAND, EVALUATE, TRAIN, GROUPS, PRUNE)
 
 __all__ = ["COMMANDS", "Command"]

@@ -1,0 +1,71 @@
+"""``hwsearch groups``: the prunable groups of the study's model, with their sizes."""
+
+from __future__ import annotations
+
+import argparse
+
+from hwsearch.commands._base import Command, add_study_argument, study_from_args
+
+
+def _add(p: argparse.ArgumentParser) -> None:
+    add_study_argument(p)
+    p.add_argument("--kind", default=None, help="only groups of this kind (embed, sps, heads, qk, v, mlp, ...)")
+    p.add_argument("--random-weights", action="store_true",
+                   help="build the model with random weights instead of loading the study's checkpoint")
+
+
+def groups_frame(model):  # type: ignore[no-untyped-def]
+    """One row per group: name, kind, unit, width, partitions, bounds, members, parameters covered."""
+    import pandas as pd
+
+    from hwsearch.pruning import ChannelGroup, groups_of
+
+    params = {id(p) for p in model.parameters()}
+    rows = []
+    for g in groups_of(model):
+        if isinstance(g, ChannelGroup):
+            seen: dict[int, int] = {}
+            for m in g.members:
+                t = getattr(model.get_submodule(m.module) if m.module else model, m.param)
+                if id(t) in params:
+                    seen[id(t)] = t.numel()
+            covered = sum(seen.values())
+            rows.append({"group": g.name, "kind": g.kind, "unit": g.unit, "width": g.width,
+                         "partitions": g.partitions, "min_width": g.min_width * g.partitions,
+                         "round_to": g.round_to, "members": len(g.members), "params_touched": covered})
+        else:
+            rows.append({"group": g.name, "kind": f"depth:{g.kind}", "unit": "block" if g.kind == "blocks" else "branch",
+                         "width": g.width, "partitions": 1, "min_width": g.min_width, "round_to": 1,
+                         "members": g.width, "params_touched": _depth_params(model, g)})
+    return pd.DataFrame(rows)
+
+
+def _depth_params(model, g) -> int:  # type: ignore[no-untyped-def]
+    if g.kind == "blocks":
+        return sum(p.numel() for p in model.get_submodule(g.container).parameters())
+    return sum(p.numel() for path in g.units for p in model.get_submodule(path).parameters())
+
+
+def _run(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from search_spaces import get_config
+
+    study = study_from_args(args)
+    if args.random_weights:
+        model = get_config(study.model).build(**study.model_args)
+    else:
+        from hwsearch.loading import load_study_model
+
+        model = load_study_model(study).model
+    frame = groups_frame(model)
+    if args.kind:
+        frame = frame[frame["kind"] == args.kind]
+    with pd.option_context("display.max_rows", None, "display.width", 200):
+        print(f"{study.model}: {len(frame)} groups")
+        print(frame.to_string(index=False))
+    return 0
+
+
+GROUPS = Command(name="groups", help="list the prunable groups (coupled channels, heads, blocks) with their sizes",
+                 add_arguments=_add, run=_run)
