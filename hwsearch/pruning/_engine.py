@@ -155,13 +155,14 @@ def _masks(model_state: Mapping[str, torch.Tensor], groups: Sequence[Group],
     for g in groups:
         if not isinstance(g, ChannelGroup) or g.name not in keep or len(keep[g.name]) == g.width:
             continue
-        removed = sorted(set(range(g.width)) - set(keep[g.name]))
+        kept = torch.zeros(g.width, dtype=torch.bool)
+        kept[list(keep[g.name])] = True
+        removed = (~kept).nonzero().flatten()
         for m in g.members:
             t = model_state[m.key]
             mask = masks.setdefault((m.key, m.dim), torch.ones(t.shape[m.dim], dtype=torch.bool))
-            for u in removed:
-                start = m.offset + u * m.unit_size
-                mask[start : start + m.unit_size] = False
+            idx = m.offset + removed[:, None] * m.unit_size + torch.arange(m.unit_size)
+            mask[idx.flatten()] = False
     return masks
 
 

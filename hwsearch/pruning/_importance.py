@@ -67,11 +67,32 @@ def _param_members(model: nn.Module, group: ChannelGroup) -> Iterable[tuple[torc
 class _NormImportance(Importance):
     p: int = 2
 
+    def __init__(self) -> None:
+        self._cache: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def prepare(self, model: nn.Module) -> None:
+        self._cache = {}  # per-(tensor, dim) channel magnitudes, shared by the groups of one model
+
+    def _per_channel(self, t: torch.Tensor, dim: int) -> torch.Tensor:
+        key = (id(t), dim)
+        if key not in self._cache:
+            td = t.detach()
+            lead = 1
+            for d in td.shape[:dim]:
+                lead *= d
+            x = td.reshape(lead, td.shape[dim], -1)
+            if self.p == 1:
+                mag = x.abs().sum(dim=(0, 2)).to(torch.float64)
+            else:
+                mag = torch.linalg.vector_norm(x, dim=(0, 2)).to(torch.float64).square()
+            self._cache[key] = (t, mag)  # holding t keeps its id from being reused while cached
+        return self._cache[key][1]
+
     def scores(self, model: nn.Module, group: ChannelGroup) -> torch.Tensor:
         total = torch.zeros(group.width, dtype=torch.float64)
         for t, m in _param_members(model, group):
-            rows = unit_slices(t, m.dim, m.unit_size, m.offset, group.width).to(torch.float64)
-            total += rows.abs().pow(self.p).sum(dim=1)
+            per_channel = self._per_channel(t, m.dim)
+            total += per_channel.narrow(0, m.offset, group.width * m.unit_size).view(group.width, m.unit_size).sum(dim=1)
         return total.pow(1.0 / self.p).float()
 
 
