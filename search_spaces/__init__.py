@@ -15,3 +15,5 @@ __all__ = ["MODELS", "ModelConfig", "create_model", "get_config", "list_models",
 
 # Prunable-group declarations (register into hwsearch.pruning.GROUP_DECLARATIONS).
 from search_spaces import _spikformer_groups as _spikformer_groups  # noqa: E402
+from search_spaces import _sdt_groups as _sdt_groups  # noqa: E402
+from search_spaces import _qkformer_groups as _qkformer_groups  # noqa: E402

@@ -265,7 +265,14 @@ class SpikingSelfAttention(nn.Module):
 
 
 class TokenSpikingTransformer(nn.Module):
-    """Stage-1/2 block: ``x = x + tssa(x); x = x + mlp(x)``."""
+    """Stage-1/2 block: ``x = x + tssa(x); x = x + mlp(x)``.
+
+    Depth pruning may remove a branch (``tssa`` or ``mlp`` set to ``None``): the residual then carries
+    ``x`` through unchanged.
+    """
+
+    tssa: TokenQKAttention | None
+    mlp: MLP | None
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, *, layout: str = "imagenet") -> None:
         super().__init__()
@@ -273,13 +280,18 @@ class TokenSpikingTransformer(nn.Module):
         self.mlp = MLP(dim, int(dim * mlp_ratio), layout=layout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.tssa(x)
-        return x + self.mlp(x)
+        if self.tssa is not None:
+            x = x + self.tssa(x)
+        if self.mlp is not None:
+            x = x + self.mlp(x)
+        return x
 
 
 class SpikingTransformer(nn.Module):
     """Stage-3 block: ``x = x + attn(x); x = x + mlp(x)``; the attention is ``attn`` (ImageNet) or
-    ``ssa`` (CIFAR), named in ``attn_name``."""
+    ``ssa`` (CIFAR), named in ``attn_name``. Depth pruning may set either branch to ``None`` (skipped)."""
+
+    mlp: MLP | None
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, *, layout: str = "imagenet") -> None:
         super().__init__()
@@ -289,8 +301,12 @@ class SpikingTransformer(nn.Module):
         self.mlp = MLP(dim, int(dim * mlp_ratio), layout=layout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + getattr(self, self.attn_name)(x)
-        return x + self.mlp(x)
+        attn = getattr(self, self.attn_name)
+        if attn is not None:
+            x = x + attn(x)
+        if self.mlp is not None:
+            x = x + self.mlp(x)
+        return x
 
 
 def _maxpool() -> nn.MaxPool2d:

@@ -248,7 +248,14 @@ class MSMLP(nn.Module):
 
 
 class MSBlock(nn.Module):
-    """One SDT block (official ``MS_Block_Conv``): ``mlp(attn(x))``, both with their own shortcut."""
+    """One SDT block (official ``MS_Block_Conv``): ``mlp(attn(x))``, both with their own shortcut.
+
+    Depth pruning may remove a branch (``attn`` or ``mlp`` set to ``None``): its shortcut then carries
+    ``x`` through unchanged.
+    """
+
+    attn: MSSSA | None
+    mlp: MSMLP | None
 
     def __init__(self, *, dim: int, num_heads: int, mlp_ratio: float = 4.0, spike_mode: str = "lif") -> None:
         super().__init__()
@@ -258,7 +265,11 @@ class MSBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[T, B, D, H, W]`` → ``[T, B, D, H, W]``."""
-        return self.mlp(self.attn(x))
+        if self.attn is not None:
+            x = self.attn(x)
+        if self.mlp is not None:
+            x = self.mlp(x)
+        return x
 
 
 class SpikeDrivenTransformer(nn.Module):

@@ -57,16 +57,22 @@ def load_pruned(path: str | Path) -> nn.Module:
     cfg = get_config(arch["config"])
     with torch.device("meta"):
         skeleton = cfg.build(**arch.get("model_kwargs", {}))
-    widths = {k: int(v) for k, v in arch["widths"].items()}
     groups = groups_of(skeleton)
-    # Which indices were kept does not matter for the shapes: take the first ones of every partition.
-    keep: dict[str, tuple[int, ...]] = {}
-    for g in groups:
-        if g.name in widths:
-            parts = getattr(g, "partitions", 1)
-            pw, per = g.width // parts, widths[g.name] // parts
-            keep[g.name] = tuple(p * pw + i for p in range(parts) for i in range(per))
-    shaped = prune(skeleton, PruningPlan(model=cfg.name, keep=keep), groups)
+    plan_path = folder / "plan.json"
+    saved = PruningPlan.load(plan_path) if plan_path.is_file() else None
+    if saved is not None and saved.resolved:
+        # The exact indices say which blocks/branches went; on the meta skeleton only shapes matter.
+        plan = PruningPlan(model=cfg.name, keep=saved.keep)
+    else:
+        widths = {k: int(v) for k, v in arch["widths"].items()}
+        keep: dict[str, tuple[int, ...]] = {}
+        for g in groups:
+            if g.name in widths:
+                parts = getattr(g, "partitions", 1)
+                pw, per = g.width // parts, widths[g.name] // parts
+                keep[g.name] = tuple(p * pw + i for p in range(parts) for i in range(per))
+        plan = PruningPlan(model=cfg.name, keep=keep)
+    shaped = prune(skeleton, plan, groups)
     shaped = shaped.to_empty(device="cpu")
     state = torch.load(weights, map_location="cpu", weights_only=True)
     try:
