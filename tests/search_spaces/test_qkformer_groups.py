@@ -18,7 +18,6 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import functional
 
-from hwsearch.errors import CheckpointError
 from hwsearch.pruning import (ChannelGroup, DepthGroup, Group, PruningPlan, full_plan, groups_of, load_pruned, prune,
                               save_pruned)
 from hwsearch.testing import calibrate_bn, firing_rates
