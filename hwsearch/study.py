@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from hwsearch.errors import StudyError
+from hwsearch.results import Constraints
 
 __all__ = ["Study", "DataSpec", "Constraints", "TrainSpec", "load_study", "default_study_path"]
 
@@ -60,25 +61,6 @@ class DataSpec:
     eval_subset: int | None = None
     batch_size: int = 64
     seed: int = 0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Constraints:
-    """Device budget. None means unconstrained.
-
-    Attributes:
-        param_mb: parameter memory in MB (1e6 bytes) at ``dtype``.
-        macs_g: dense MACs per image in G (1e9).
-        act_mb: spike-activation memory in MB.
-        max_acc_drop: largest allowed top-1 drop, in percentage points.
-        dtype: deployment dtype of the weights: fp32, fp16, bf16, int8 or int4.
-    """
-
-    param_mb: float | None = None
-    macs_g: float | None = None
-    act_mb: float | None = None
-    max_acc_drop: float | None = None
-    dtype: str = "fp32"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,0 +1,131 @@
+"""Plain data passed between strategies, evaluators, runners and storage."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Candidate", "Result", "Constraints", "candidate_key", "COST_KEYS"]
+
+#: Cost metrics every Result carries (analytic, exact for params and MACs).
+COST_KEYS: tuple[str, ...] = ("params", "param_mb", "macs_g", "act_mb")
+
+
+def candidate_key(levels: Mapping[str, int]) -> str:
+    """Stable identity of a candidate: the non-zero levels, sorted, hashed."""
+    norm = {k: int(v) for k, v in sorted(levels.items()) if int(v)}
+    return hashlib.sha256(json.dumps(norm, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Candidate:
+    """A point of the search space: variable name -> level index (0 = unpruned; omitted = 0).
+
+    ``tag`` says why a strategy asked for it (``profile``, ``greedy``, ``tpe``, ...); it is recorded but
+    does not change the identity: the same levels are the same candidate, evaluated once.
+    """
+
+    levels: Mapping[str, int]
+    tag: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "levels", {k: int(v) for k, v in sorted(self.levels.items()) if int(v)})
+
+    @property
+    def key(self) -> str:
+        return candidate_key(self.levels)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"levels": dict(self.levels), "tag": self.tag}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Candidate:
+        return cls(levels=dict(data.get("levels", {})), tag=str(data.get("tag", "")))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Constraints:
+    """The user's budget; None means unconstrained.
+
+    Attributes:
+        param_mb: parameter memory in MB (10^6 bytes) at ``dtype``.
+        macs_g: dense MACs per image in G (10^9).
+        act_mb: spike-activation memory in MB.
+        max_acc_drop: largest allowed top-1 drop from the baseline, percentage points.
+        dtype: deployment dtype of the weights.
+    """
+
+    param_mb: float | None = None
+    macs_g: float | None = None
+    act_mb: float | None = None
+    max_acc_drop: float | None = None
+    dtype: str = "fp32"
+
+    def cost_violations(self, costs: Mapping[str, float]) -> dict[str, float]:
+        """Amount by which each cost budget is exceeded (> 0), for the budgets set."""
+        out = {}
+        for key in ("param_mb", "macs_g", "act_mb"):
+            limit = getattr(self, key)
+            if limit is not None:
+                out[key] = float(costs[key]) - float(limit)
+        return out
+
+    def violations(self, costs: Mapping[str, float], acc_drop: float | None) -> dict[str, float]:
+        """Every constraint's excess (feasible when all are <= 0); the accuracy drop needs a measurement."""
+        out = self.cost_violations(costs)
+        if self.max_acc_drop is not None:
+            out["acc_drop"] = float("inf") if acc_drop is None else float(acc_drop) - float(self.max_acc_drop)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"param_mb": self.param_mb, "macs_g": self.macs_g, "act_mb": self.act_mb,
+                "max_acc_drop": self.max_acc_drop, "dtype": self.dtype}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Result:
+    """The measurement of one candidate.
+
+    Attributes:
+        candidate: what was evaluated.
+        status: ``ok``, or ``failed`` (the evaluation raised or its worker died; ``error`` says why).
+        accuracy: top-1 in percent on the evaluation split (None when failed).
+        acc_drop: baseline accuracy minus ``accuracy``, percentage points.
+        costs: analytic costs (:data:`COST_KEYS` at least; params and MACs are exact).
+        violations: constraint -> excess (feasible when all <= 0).
+        seconds: wall time of the evaluation.
+        number: evaluation order within the run (set by the driver).
+    """
+
+    candidate: Candidate
+    status: str
+    accuracy: float | None = None
+    acc_drop: float | None = None
+    costs: Mapping[str, float] = field(default_factory=dict)
+    violations: Mapping[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    error: str = ""
+    number: int = -1
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def feasible(self) -> bool:
+        return self.ok and all(v <= 1e-12 for v in self.violations.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"candidate": self.candidate.to_dict(), "status": self.status, "accuracy": self.accuracy,
+                "acc_drop": self.acc_drop, "costs": dict(self.costs), "violations": dict(self.violations),
+                "seconds": self.seconds, "error": self.error, "number": self.number}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Result:
+        return cls(candidate=Candidate.from_dict(data["candidate"]), status=str(data["status"]),
+                   accuracy=data.get("accuracy"), acc_drop=data.get("acc_drop"), costs=dict(data.get("costs", {})),
+                   violations=dict(data.get("violations", {})), seconds=float(data.get("seconds", 0.0)),
+                   error=str(data.get("error", "")), number=int(data.get("number", -1)))
