@@ -1,0 +1,55 @@
+"""``hwsearch run``: search pruning plans with one strategy; write trials, Pareto front, best model, report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from hwsearch.commands._base import Command, add_study_argument, study_from_args
+from hwsearch.commands._search_options import add_search_options, axes_from_args, constraints_from_args, rates_from_args
+
+
+def _add(p: argparse.ArgumentParser) -> None:
+    add_study_argument(p)
+    p.add_argument("--strategy", default="prioritized", help="search strategy (default prioritized; see `hwsearch strategies`)")
+    p.add_argument("--trials", type=int, default=None, metavar="N",
+                   help="most accuracy evaluations (default: the strategy's own stopping rule)")
+    add_search_options(p)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hwsearch.search import search
+    from hwsearch.strategies import STRATEGIES
+
+    STRATEGIES.get(args.strategy)  # unknown names fail before any work
+    study = study_from_args(args)
+    out = args.out if args.out is not None else Path("runs") / f"{study.name}-{args.strategy}"
+    res = search(study, strategy=args.strategy, constraints=constraints_from_args(args), trials=args.trials,
+                 workers=args.workers, ray_address=args.ray_address, seed=args.seed, out=out, storage=args.storage,
+                 resume=args.resume, axes=axes_from_args(args), rates=rates_from_args(args), criterion=args.criterion,
+                 eval_subset=args.eval_subset, sensitivity_file=args.sensitivity, progress=not args.quiet)
+    base, best = res.baseline, res.best
+    print(f"run directory  {res.run_dir}")
+    print(f"evaluations    {res.evaluations} in {res.seconds:.1f} s")
+    print(f"baseline       top-1 {base.accuracy:.2f} %, {base.costs['param_mb']:.4f} MB, {base.costs['macs_g']:.4f} GMACs")
+    for note in res.notes:
+        print(f"note           {note}")
+    if res.interrupted:
+        print(f"interrupted: finished evaluations are stored; continue with --resume --out {res.run_dir}", file=sys.stderr)
+        return 130
+    if best is None:
+        print("no evaluated candidate met every constraint (see report.md); relax --budget-mb or --max-acc-drop")
+        return 3
+    saving = 1 - best.costs["param_mb"] / base.costs["param_mb"]
+    print(f"best           top-1 {best.accuracy:.2f} % (drop {best.acc_drop:.2f} pt), {best.costs['param_mb']:.4f} MB "
+          f"({100 * saving:.1f} % saved), {best.costs['macs_g']:.4f} GMACs")
+    if res.best_test_accuracy is not None:
+        print(f"test split     baseline {res.baseline_test_accuracy:.2f} %, pruned {res.best_test_accuracy:.2f} %")
+    print(f"report         {res.run_dir / 'report.md'}")
+    return 0
+
+
+RUN = Command(name="run", help="search pruning plans under a device budget and write the best pruned model",
+              add_arguments=_add, run=_run)

@@ -1,0 +1,78 @@
+"""Pareto fronts and the trial tables written to a run directory."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from hwsearch.results import Result
+from hwsearch.space import SearchSpace
+
+__all__ = ["trials_frame", "pareto_front", "plot_pareto"]
+
+
+def trials_frame(results: Sequence[Result], space: SearchSpace) -> pd.DataFrame:
+    """One row per evaluated candidate: per-group rates, accuracy, every cost, feasibility."""
+    rows = []
+    for r in results:
+        row: dict[str, object] = {"number": r.number, "tag": r.candidate.tag, "status": r.status,
+                                  "accuracy": r.accuracy, "acc_drop": r.acc_drop}
+        row.update({k: r.costs.get(k) for k in ("params", "param_mb", "macs_g", "act_mb")})
+        row["feasible"] = r.feasible
+        row.update({f"over_{k}": v for k, v in r.violations.items()})
+        for v in space.variables:
+            row[f"rate:{v.name}"] = round(v.rates[r.candidate.levels.get(v.name, 0)], 4)
+        row["seconds"] = round(r.seconds, 3)
+        row["error"] = r.error
+        row["key"] = r.candidate.key
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    return all(x <= y for x, y in zip(a, b, strict=True)) and any(x < y for x, y in zip(a, b, strict=True))
+
+
+def pareto_front(results: Sequence[Result], cost_keys: Sequence[str] = ("param_mb", "macs_g"),
+                 feasible_only: bool = True) -> list[Result]:
+    """Non-dominated results: maximise accuracy, minimise each of ``cost_keys`` (one per candidate key)."""
+    pool: dict[str, Result] = {}
+    for r in results:
+        if r.ok and r.accuracy is not None and (r.feasible or not feasible_only):
+            pool.setdefault(r.candidate.key, r)
+    pts = {k: (-float(r.accuracy), *(float(r.costs[c]) for c in cost_keys)) for k, r in pool.items()}  # type: ignore[arg-type]
+    front = [r for k, r in pool.items() if not any(_dominates(pts[o], pts[k]) for o in pool if o != k)]
+    return sorted(front, key=lambda r: float(r.costs[cost_keys[0]]))
+
+
+def plot_pareto(series: dict[str, Sequence[Result]], path: str, *, baseline: Result | None = None,
+                budgets: dict[str, float | None] | None = None, title: str = "") -> None:
+    """Accuracy vs parameter memory and vs MACs: every candidate faint, the feasible front bold."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, key, label in ((axes[0], "param_mb", "parameter memory (MB)"), (axes[1], "macs_g", "dense GMACs / image")):
+        for i, (name, results) in enumerate(series.items()):
+            color = f"C{i}"
+            ok = [r for r in results if r.ok and r.accuracy is not None]
+            ax.scatter([r.costs[key] for r in ok], [r.accuracy for r in ok], s=10, alpha=0.25, color=color)
+            front = pareto_front(results, (key,))
+            ax.plot([r.costs[key] for r in front], [r.accuracy for r in front], "o-", color=color, ms=4, label=name)
+        if baseline is not None and baseline.accuracy is not None:
+            ax.scatter([baseline.costs[key]], [baseline.accuracy], marker="*", s=120, color="k", label="baseline")
+        limit = (budgets or {}).get(key)
+        if limit is not None:
+            ax.axvline(limit, ls="--", color="grey", lw=1, label="budget")
+        ax.set_xlabel(label)
+        ax.set_ylabel("top-1 (%)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,14 @@
+"""Runners: where candidates are evaluated (in process, or on Ray actors)."""
+
+from hwsearch.runners._base import Runner
+from hwsearch.runners._ray import RayRunner
+from hwsearch.runners._serial import SerialRunner
+
+__all__ = ["RayRunner", "Runner", "SerialRunner", "make_runner"]
+
+
+def make_runner(workers: int = 1, address: str | None = None, *, capacity: int | None = None) -> Runner:
+    """Serial for one worker and no cluster address, Ray otherwise."""
+    if workers <= 1 and not address:
+        return SerialRunner(capacity=capacity or 1)
+    return RayRunner(workers=max(1, workers), address=address)

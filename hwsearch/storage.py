@@ -1,0 +1,91 @@
+"""Durable results: every finished evaluation becomes an Optuna trial before any strategy hears of it.
+
+The default storage is an Optuna ``JournalFileBackend`` file in the run directory (optuna-dashboard
+opens it: ``optuna-dashboard <run>/optuna.journal``); ``--storage URL`` takes any Optuna storage URL
+(e.g. a shared ``sqlite:///`` or ``postgresql://`` database). Each trial holds the candidate's levels as
+parameters, top-1 as its value (failed evaluations are FAIL trials), the constraint excesses under
+Optuna's constraints key, and the whole :class:`~hwsearch.results.Result` as a user attribute, so a run
+can be resumed from the storage alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.distributions import IntDistribution
+from optuna.trial import TrialState
+
+from hwsearch.errors import UserError
+from hwsearch.results import Result
+from hwsearch.space import SearchSpace
+
+__all__ = ["ResultStore", "open_storage", "JOURNAL_FILE"]
+
+JOURNAL_FILE = "optuna.journal"
+_CONSTRAINTS_KEY = "constraints"  # the system attribute Optuna's samplers and dashboard read
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+log = logging.getLogger(__name__)
+
+
+def open_storage(run_dir: Path, url: str | None = None) -> optuna.storages.BaseStorage:
+    """The storage of a run: ``url`` if given, else a journal file in ``run_dir``."""
+    if url:
+        try:
+            return optuna.storages.get_storage(url)
+        except Exception as e:  # noqa: BLE001 - any bad URL is a user error
+            raise UserError(f"cannot open storage {url!r}: {e}; pass an Optuna storage URL such as sqlite:///runs/x.db") from None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    return JournalStorage(JournalFileBackend(str(run_dir / JOURNAL_FILE)))
+
+
+class ResultStore:
+    """The results of one search (one Optuna study), appended as they finish.
+
+    Args:
+        storage: an Optuna storage; study_name: the study (one per strategy run).
+        space: the search space (defines the trial parameters).
+        meta: run metadata stored as study user attributes (model, checkpoint, strategy, seed, ...).
+    """
+
+    def __init__(self, storage: optuna.storages.BaseStorage, study_name: str, space: SearchSpace,
+                 meta: dict[str, Any] | None = None) -> None:
+        self.space = space
+        self.study = optuna.create_study(storage=storage, study_name=study_name, load_if_exists=True,
+                                         direction="maximize")
+        self._dists = {v.name: IntDistribution(0, len(v.levels) - 1) for v in space.variables}
+        if meta:
+            old = self.study.user_attrs.get("meta")
+            if old is not None and json.loads(old).get("space") != meta.get("space"):
+                raise UserError(f"the stored run '{study_name}' used another search space; use a new --out or drop --resume")
+            self.study.set_user_attr("meta", json.dumps(meta, sort_keys=True))
+
+    def results(self) -> list[Result]:
+        """Every stored result, in evaluation order."""
+        out = []
+        for t in sorted(self.study.get_trials(deepcopy=False), key=lambda t: t.number):
+            raw = t.user_attrs.get("result")
+            if raw is not None and t.state in (TrialState.COMPLETE, TrialState.FAIL):
+                out.append(Result.from_dict(json.loads(raw)))
+        return out
+
+    def append(self, result: Result) -> None:
+        """Write ``result`` as a finished trial (COMPLETE, or FAIL when the evaluation failed)."""
+        params = {name: 0 for name in self._dists}
+        params.update(result.candidate.levels)
+        system_attrs = {_CONSTRAINTS_KEY: [float(v) if v != float("inf") else 1e30 for v in result.violations.values()]}
+        trial = optuna.trial.create_trial(
+            state=TrialState.COMPLETE if result.ok else TrialState.FAIL,
+            value=float(result.accuracy) if result.ok and result.accuracy is not None else None,
+            params=params, distributions=self._dists,
+            user_attrs={"result": json.dumps(result.to_dict()), "key": result.candidate.key, "tag": result.candidate.tag,
+                        **{k: float(v) for k, v in result.costs.items()}},
+            system_attrs=system_attrs,
+        )
+        self.study.add_trial(trial)

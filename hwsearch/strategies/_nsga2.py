@@ -1,0 +1,97 @@
+"""NSGA2Search: multi-objective search (accuracy against costs) with Optuna's NSGA-II sampler."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from optuna.samplers import BaseSampler, NSGAIISampler
+from optuna.study import StudyDirection
+
+from hwsearch.errors import UserError
+from hwsearch.results import COST_KEYS, Candidate, Result
+from hwsearch.strategies._base import Problem, register_strategy
+from hwsearch.strategies._tpe import OptunaSearch
+
+__all__ = ["NSGA2Search"]
+
+
+def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    """``a`` dominates ``b`` when minimising every component."""
+    return all(x <= y for x, y in zip(a, b, strict=True)) and any(x < y for x, y in zip(a, b, strict=True))
+
+
+@register_strategy("nsga2")
+class NSGA2Search(OptunaSearch):
+    """NSGA-II over per-variable levels: maximise accuracy, minimise each of ``problem.objectives``.
+
+    Same ask/tell plumbing and constraint handling as ``tpe`` (``Trial.set_constraint``; NSGA-II ranks
+    feasible trials first, infeasible ones by their total violation). Objective values of a trial are
+    ``[accuracy, *costs]`` with the costs taken from the result (predicted when it has none), accuracy 0
+    for a failed or skipped trial. :meth:`pareto` is the trade-off found; :meth:`best` is what the
+    driver keeps: the most accurate feasible result meeting every budget.
+
+    Args:
+        n_trials: accuracy evaluations to ask for (None: ``problem.eval_budget``, else 50); never more
+            than ``problem.eval_budget``.
+        population_size: individuals per generation (skipped trials count as individuals).
+        mutation_prob: per-variable mutation probability (None: 1 / number of variables).
+        crossover_prob: probability that a child comes from crossover rather than a copy.
+        warm_start: candidates (``Candidate`` or level maps) enqueued first.
+        skip_infeasible: tell Optuna at once, without an evaluation, about trials that break a cost
+            budget by prediction.
+        seed: seed of the sampler.
+
+    >>> NSGA2Search(population_size=8).get_params()["population_size"]
+    8
+    """
+
+    tag = "nsga2"
+
+    def __init__(self, *, n_trials: int | None = None, population_size: int = 20, mutation_prob: float | None = None,
+                 crossover_prob: float = 0.9, warm_start: Sequence[Candidate | Mapping[str, int]] | None = None,
+                 skip_infeasible: bool = True, seed: int = 0) -> None:
+        self.n_trials = n_trials
+        self.population_size = population_size
+        self.mutation_prob = mutation_prob
+        self.crossover_prob = crossover_prob
+        self.warm_start = warm_start
+        self.skip_infeasible = skip_infeasible
+        self.seed = seed
+
+    def setup(self, problem: Problem) -> None:
+        if self.population_size < 2:
+            raise UserError(f"nsga2 population_size must be at least 2, got {self.population_size}")
+        self._objectives = list(problem.objectives)
+        if not self._objectives:
+            raise UserError("nsga2 needs at least one cost objective; e.g. objectives = [\"param_mb\"]")
+        unknown = [k for k in self._objectives if k not in COST_KEYS]
+        if unknown:
+            raise UserError(f"unknown cost objective '{unknown[0]}'; choose from {', '.join(COST_KEYS)}")
+        super().setup(problem)
+
+    def _make_sampler(self) -> BaseSampler:
+        return NSGAIISampler(seed=self.seed, population_size=self.population_size, mutation_prob=self.mutation_prob,
+                             crossover_prob=self.crossover_prob)
+
+    def _directions(self) -> list[StudyDirection]:
+        return [StudyDirection.MAXIMIZE, *[StudyDirection.MINIMIZE] * len(self._objectives)]
+
+    def _values(self, levels: Mapping[str, int], accuracy: float, result: Result | None) -> list[float]:
+        predicted = self.problem.predict(levels)
+        costs = result.costs if result is not None and result.ok else {}
+        return [accuracy, *(float(costs.get(k, predicted[k])) for k in self._objectives)]
+
+    def pareto(self) -> list[Result]:
+        """Feasible results that no other feasible result dominates (accuracy up, every objective down).
+
+        One result per candidate, sorted by the first objective (smallest first).
+        """
+        pool = [r for r in self.results() if r.feasible and r.accuracy is not None
+                and self.problem.cost_feasible(r.candidate.levels)]
+        points = [self._point(r) for r in pool]
+        front = [r for i, r in enumerate(pool) if not any(_dominates(points[j], points[i]) for j in range(len(pool)) if j != i)]
+        return sorted(front, key=lambda r: self._point(r)[1:])
+
+    def _point(self, r: Result) -> tuple[float, ...]:
+        predicted = self.problem.predict(r.candidate.levels)
+        return (-float(r.accuracy), *(float(r.costs.get(k, predicted[k])) for k in self._objectives))  # type: ignore[arg-type]
