@@ -23,6 +23,11 @@ _LAZY = {
     "create_model": "search_spaces",
     "list_models": "search_spaces",
     "UserError": "hwsearch.errors",
+    "search": "hwsearch.search",
+    "compare": "hwsearch.search",
+    "prune": "hwsearch.pruning",
+    "load_pruned": "hwsearch.pruning",
+    "PruningPlan": "hwsearch.pruning",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -33,7 +33,7 @@ from hwsearch.storage import ResultStore, open_storage
 from hwsearch.strategies import Problem, Strategy, create_strategy
 from hwsearch.study import Study, load_study
 
-__all__ = ["SearchSetup", "SearchResult", "prepare", "search", "run_strategy", "UNREACHABLE"]
+__all__ = ["SearchSetup", "SearchResult", "prepare", "search", "compare", "run_strategy", "UNREACHABLE"]
 
 log = logging.getLogger(__name__)
 
@@ -171,28 +171,21 @@ def run_strategy(setup: SearchSetup, strategy: Strategy, runner: Runner, *, stud
 
     try:
         while True:
-            if eval_budget is None or len(results) + runner.in_flight() < eval_budget:
-                room = runner.free_slots() if eval_budget is None else min(
-                    runner.free_slots(), eval_budget - len(results) - runner.in_flight())
-                asked = strategy.ask(max(room, 0)) if room > 0 else []
-            else:
-                asked = []
+            # Occupancy counts every asked-but-untold candidate, cached or not, so a resumed run asks
+            # and tells in exactly the same order as the original one.
+            room = runner.capacity - len(queue)
+            if eval_budget is not None:
+                room = min(room, eval_budget - len(results) - len(queue))
+            asked = strategy.ask(room) if room > 0 else []
             for cand in asked:
-                if cand.key in cache:
-                    res = cache[cand.key]
-                    record(replace(res, candidate=cand))
-                    strategy.tell(cand, res)
-                else:
-                    queue.append(cand)
-                    if cand.key not in submitted:
-                        submitted[cand.key] = 1
-                        runner.submit(cand)
+                queue.append(cand)
+                if cand.key not in cache and cand.key not in submitted:
+                    submitted[cand.key] = 1
+                    runner.submit(cand)
             if not queue:
-                if not asked:
-                    break
-                continue
+                break
             cand = queue.pop(0)
-            if cand.key in cache:  # a duplicate ask answered meanwhile
+            if cand.key in cache:
                 res = cache[cand.key]
             else:
                 for early in runner.poll_finished():  # durable as soon as finished
@@ -258,7 +251,7 @@ def search(study: Study | str | Path | None = None, *, strategy: str = "prioriti
         best_model = setup.local.pruned_model(best.candidate)
         best_test = setup.local.accuracy(best_model, setup.test_batches)
     base_test = setup.local.accuracy(setup.local.model, setup.test_batches) if not interrupted else None
-    profile = len(table.results) if table is not None and hasattr(table, "results") else 0
+    profile = _profile_size(setup) if table is not None else 0
     res = SearchResult(strategy=strategy, run_dir=setup.run_dir, baseline=setup.baseline, results=results, best=best,
                        best_model=best_model, best_test_accuracy=best_test, baseline_test_accuracy=base_test,
                        trials=trials_frame(results, setup.space), pareto=trials_frame(pareto_front(results), setup.space),
@@ -266,3 +259,88 @@ def search(study: Study | str | Path | None = None, *, strategy: str = "prioriti
                        interrupted=interrupted)
     write_outputs(setup, res)
     return res
+
+
+def _profile_size(setup: SearchSetup) -> int:
+    from hwsearch.sensitivity import sensitivity_candidates
+
+    return len(sensitivity_candidates(setup.space))
+
+
+def compare(study: Study | str | Path | None = None, *, strategies: Sequence[str], eval_budget: int,
+            constraints: Mapping[str, Any] | None = None, workers: int = 1, ray_address: str | None = None,
+            seed: int = 0, out: str | Path | None = None, resume: bool = False, axes: Sequence[str] = DEFAULT_AXES,
+            rates: Sequence[float] = DEFAULT_RATES, criterion: str = "l2", eval_subset: int | None = None,
+            sensitivity_file: str | Path | None = None, progress: bool = True) -> tuple[pd.DataFrame, list[SearchResult]]:
+    """Run several strategies on one study under the same evaluation budget and seed.
+
+    Every strategy gets ``eval_budget`` accuracy evaluations in total; for strategies that need the
+    sensitivity table, its profile (computed once, shared) counts against their budget. Each strategy
+    writes its own run directory ``<out>/<strategy>/``; all trials go to one storage ``<out>/optuna.journal``.
+    Returns the comparison table (also ``comparison.csv`` and ``comparison.png`` in ``out``).
+    """
+    from hwsearch.pareto import plot_pareto
+    from hwsearch.report import write_outputs
+    from hwsearch.sensitivity_run import ensure_sensitivity
+    from hwsearch.strategies import STRATEGIES
+    from hwsearch.study import default_study_path
+
+    for name in strategies:
+        STRATEGIES.get(name)
+    study_obj = study if isinstance(study, Study) else load_study(study if study is not None else default_study_path())
+    out_dir = Path(out) if out is not None else Path("runs") / f"{study_obj.name}-compare"
+    journal = str(out_dir / "optuna.journal")
+    setup = prepare(study_obj, constraints=constraints, axes=axes, rates=rates, criterion=criterion,
+                    eval_subset=eval_subset, run_dir=out_dir, storage=journal, progress=progress)
+    needs = [n for n in strategies if STRATEGIES.get(n).needs_sensitivity]
+    profile = _profile_size(setup) if needs else 0
+    if needs and profile >= eval_budget:
+        raise UserError(f"--eval-budget {eval_budget} does not cover the sensitivity profile ({profile} evaluations) "
+                        f"that {', '.join(needs)} need; raise --eval-budget above {profile}")
+    rows, runs = [], []
+    runner = make_runner(workers, ray_address)
+    with runner:
+        runner.start(setup.spec)
+        table = None
+        if needs:
+            t_prof = time.perf_counter()
+            table = ensure_sensitivity(setup, runner, file=sensitivity_file, progress=progress)
+            prof_seconds = time.perf_counter() - t_prof
+        for name in strategies:
+            t0 = time.perf_counter()
+            strat = create_strategy(name, seed=seed)
+            uses = strat.needs_sensitivity
+            budget = eval_budget - (profile if uses else 0)
+            results, interrupted = run_strategy(setup, strat, runner, study_name=name, eval_budget=budget,
+                                                resume=resume, progress=progress, sensitivity=table if uses else None)
+            seconds = time.perf_counter() - t0 + (prof_seconds if uses else 0.0)
+            best = _best(results)
+            sub = replace(setup, run_dir=out_dir / name)
+            best_model = setup.local.pruned_model(best.candidate) if best is not None else None
+            best_test = setup.local.accuracy(best_model, setup.test_batches) if best_model is not None else None
+            res = SearchResult(strategy=name, run_dir=sub.run_dir, baseline=setup.baseline, results=results, best=best,
+                               best_model=best_model, best_test_accuracy=best_test, baseline_test_accuracy=None,
+                               trials=trials_frame(results, setup.space),
+                               pareto=trials_frame(pareto_front(results), setup.space), seconds=seconds,
+                               evaluations=len(results) + (profile if uses else 0), notes=strat.notes(),
+                               interrupted=interrupted)
+            write_outputs(sub, res)
+            runs.append(res)
+            base = setup.baseline.costs
+            rows.append({"strategy": name, "best_top1": best.accuracy if best else None,
+                         "acc_drop": best.acc_drop if best else None,
+                         "test_top1": best_test,
+                         "param_mb": best.costs["param_mb"] if best else None,
+                         "memory_saving_%": 100 * (1 - best.costs["param_mb"] / base["param_mb"]) if best else None,
+                         "macs_saving_%": 100 * (1 - best.costs["macs_g"] / base["macs_g"]) if best else None,
+                         "feasible": sum(r.feasible for r in results), "evaluations": res.evaluations,
+                         "wall_s": round(seconds, 1)})
+            if interrupted:
+                break
+    frame = pd.DataFrame(rows)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out_dir / "comparison.csv", index=False)
+    plot_pareto({r.strategy: r.results for r in runs}, str(out_dir / "comparison.png"), baseline=setup.baseline,
+                budgets={"param_mb": setup.constraints.param_mb, "macs_g": setup.constraints.macs_g},
+                title=f"{study_obj.name}: strategies at {eval_budget} evaluations")
+    return frame, runs

@@ -41,7 +41,7 @@ from hwsearch.errors import UserError
 from hwsearch.results import Candidate, Result
 from hwsearch.space import SearchSpace
 
-__all__ = ["SensitivityMeta", "SensitivityEntry", "SensitivityTable", "sensitivity_candidates", "PROFILE_TAG"]
+__all__ = ["PROFILE_TAG", "SensitivityEntry", "SensitivityMeta", "SensitivityTable", "sensitivity_candidates"]
 
 #: Tag of the single-variable profiling candidates.
 PROFILE_TAG = "profile"
@@ -71,6 +71,7 @@ class SensitivityMeta:
         split: evaluation split name (``val``, ``test``, ...).
         subset: evaluation subset size (None: the whole split).
         rates: the nominal rate grid (without 0); empty: use each level's realised rate.
+        extra: anything else the table depends on (variables, criterion, ...); JSON values.
     """
 
     model: str
@@ -78,22 +79,35 @@ class SensitivityMeta:
     split: str = ""
     subset: int | None = None
     rates: tuple[float, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def key(self) -> str:
         """Stable 16-hex-digit hash of every field (rates rounded to 1e-6)."""
-        data = [self.model, self.checkpoint_sha256, self.split, self.subset, [round(float(r), 6) for r in self.rates]]
-        return hashlib.sha256(json.dumps(data).encode()).hexdigest()[:16]
+        data = [self.model, self.checkpoint_sha256, self.split, self.subset, [round(float(r), 6) for r in self.rates],
+                dict(sorted(self.extra.items()))]
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "checkpoint_sha256": self.checkpoint_sha256, "split": self.split,
-                "subset": self.subset, "rates": list(self.rates)}
+                "subset": self.subset, "rates": list(self.rates), "extra": dict(self.extra)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SensitivityMeta:
-        subset = data.get("subset")
+        """From :meth:`to_dict`'s shape; also accepts ``eval_split`` / ``eval_samples`` / ``eval_subset`` for
+        ``split`` / ``subset`` and keeps any other key in :attr:`extra`."""
+        known = {"model", "checkpoint_sha256", "split", "subset", "rates", "extra", "eval_split", "eval_samples",
+                 "eval_subset"}
+        subset = next((data[k] for k in ("subset", "eval_subset", "eval_samples") if data.get(k) is not None), None)
+        extra = {**dict(data.get("extra") or {}), **{k: v for k, v in data.items() if k not in known}}
         return cls(model=str(data["model"]), checkpoint_sha256=str(data.get("checkpoint_sha256", "")),
-                   split=str(data.get("split", "")), subset=None if subset is None else int(subset),
-                   rates=tuple(float(r) for r in data.get("rates", ())))
+                   split=str(data.get("split") or data.get("eval_split") or ""),
+                   subset=None if subset is None else int(subset),
+                   rates=tuple(float(r) for r in data.get("rates", ())), extra=extra)
+
+    @classmethod
+    def coerce(cls, meta: SensitivityMeta | Mapping[str, Any]) -> SensitivityMeta:
+        """``meta`` itself, or the meta a mapping describes (see :meth:`from_dict`)."""
+        return meta if isinstance(meta, SensitivityMeta) else cls.from_dict(meta)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -165,22 +179,25 @@ class SensitivityTable:
     _index: dict[tuple[str, int], SensitivityEntry] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "meta", SensitivityMeta.coerce(self.meta))
         object.__setattr__(self, "entries", tuple(self.entries))
         object.__setattr__(self, "_index", {(e.variable, e.level): e for e in self.entries})
 
     # ----------------------------------------------------------------------------------------- build
     @classmethod
     def from_results(cls, space: SearchSpace, results: Iterable[Result], baseline_accuracy: float,
-                     meta: SensitivityMeta, *, baseline_costs: Mapping[str, float] | None = None) -> SensitivityTable:
+                     meta: SensitivityMeta | Mapping[str, Any], *,
+                     baseline_costs: Mapping[str, float] | None = None) -> SensitivityTable:
         """The table of the single-variable results among ``results`` (others are ignored).
 
         Args:
             space: the variables the results refer to.
             results: evaluated candidates; for a repeated candidate the last ``ok`` one counts.
             baseline_accuracy: top-1 of the unpruned model (percent).
-            meta: what the measurements depend on.
+            meta: what the measurements depend on (a mapping is read by :meth:`SensitivityMeta.from_dict`).
             baseline_costs: costs of the unpruned model; without ``param_mb`` memory savings are None.
         """
+        meta = SensitivityMeta.coerce(meta)
         found: dict[tuple[str, int], Result] = {}
         for r in results:
             levels = dict(r.candidate.levels)
@@ -216,9 +233,9 @@ class SensitivityTable:
         """The cache key of :attr:`meta` (see :meth:`SensitivityMeta.key`)."""
         return self.meta.key()
 
-    def matches(self, meta: SensitivityMeta) -> bool:
-        """Whether this table was measured under ``meta`` (same model, weights, split, subset, grid)."""
-        return self.meta.key() == meta.key()
+    def matches(self, meta: SensitivityMeta | Mapping[str, Any]) -> bool:
+        """Whether this table was measured under ``meta`` (same model, weights, split, subset, grid, extra)."""
+        return self.meta.key() == SensitivityMeta.coerce(meta).key()
 
     def variables(self) -> list[str]:
         """Variable names in table order (each once)."""
@@ -243,7 +260,8 @@ class SensitivityTable:
 
     def tolerated_levels(self, variable: str, max_drop: float) -> list[int]:
         """Levels >= 1 of ``variable`` whose single-variable drop is <= ``max_drop``, ascending."""
-        return sorted(e.level for e in self.entries if e.variable == variable and self.drop(variable, e.level) <= max_drop)
+        return sorted(e.level for e in self.entries
+                      if e.variable == variable and self.drop(variable, e.level) <= max_drop)
 
     # ------------------------------------------------------------------------------------------- I/O
     def to_dict(self) -> dict[str, Any]:
@@ -288,7 +306,7 @@ class SensitivityTable:
     def grid(self) -> list[float]:
         """The nominal rate grid (``meta.rates`` without 0; else the entries' nominal rates), ascending."""
         rates = [r for r in self.meta.rates if r > 0] or [e.nominal_rate for e in self.entries]
-        return sorted(set(float(r) for r in rates))
+        return sorted({float(r) for r in rates})
 
     def to_wide_frame(self) -> pd.DataFrame:
         """NNI's shape: index ``layername`` (one row per variable), one column per nominal grid rate, top-1.

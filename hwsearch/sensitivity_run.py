@@ -21,7 +21,7 @@ def sensitivity_meta(setup: Any) -> dict[str, Any]:
     space = setup.space
     return {"model": space.model, "checkpoint_sha256": space.checkpoint_sha256,
             "eval_split": setup.study.data.eval_split, "eval_samples": sum(len(y) for _, y in setup.spec.batches),
-            "rates": sorted({round(r, 6) for v in space.variables for r in v.rates}),
+            "rates": [r for r in space.grid if r > 0],
             "variables": space.names(), "criterion": space.criterion}
 
 

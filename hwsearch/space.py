@@ -60,15 +60,18 @@ class SearchSpace:
         checkpoint_sha256: identity of the source weights (copied into every plan).
         criterion: ranking used when a plan is applied (``l2`` by default, as the papers).
         model_kwargs: constructor overrides of the source model.
+        grid: the nominal pruning-rate grid the levels were made from.
     """
 
     def __init__(self, *, model: str, variables: Sequence[Variable], checkpoint_sha256: str = "",
-                 criterion: str = "l2", model_kwargs: Mapping[str, object] | None = None) -> None:
+                 criterion: str = "l2", model_kwargs: Mapping[str, object] | None = None,
+                 grid: Sequence[float] = DEFAULT_RATES) -> None:
         self.model = model
         self.variables = list(variables)
         self.checkpoint_sha256 = checkpoint_sha256
         self.criterion = criterion
         self.model_kwargs = dict(model_kwargs or {})
+        self.grid = tuple(sorted({0.0, *(float(r) for r in grid)}))
         self._by_name = {v.name: v for v in self.variables}
 
     @classmethod
@@ -105,7 +108,7 @@ class SearchSpace:
             raise UserError(f"no prunable groups of kinds {list(axes)} in {model.hwsearch_config}; "
                             "see `hwsearch groups` for the kinds it has")
         return cls(model=model.hwsearch_config, variables=variables, checkpoint_sha256=checkpoint_sha256,
-                   criterion=criterion, model_kwargs=getattr(model, "hwsearch_kwargs", {}))
+                   criterion=criterion, model_kwargs=getattr(model, "hwsearch_kwargs", {}), grid=grid)
 
     def __len__(self) -> int:
         return len(self.variables)

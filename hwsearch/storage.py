@@ -33,15 +33,18 @@ log = logging.getLogger(__name__)
 
 
 def open_storage(run_dir: Path, url: str | None = None) -> optuna.storages.BaseStorage:
-    """The storage of a run: ``url`` if given, else a journal file in ``run_dir``."""
+    """The storage of a run: ``url`` if given (a ``*.journal`` path is a journal file), else ``run_dir/optuna.journal``."""
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    if url and url.endswith(".journal") and "://" not in url:
+        Path(url).parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(url))
     if url:
         try:
             return optuna.storages.get_storage(url)
         except Exception as e:  # noqa: BLE001 - any bad URL is a user error
             raise UserError(f"cannot open storage {url!r}: {e}; pass an Optuna storage URL such as sqlite:///runs/x.db") from None
     run_dir.mkdir(parents=True, exist_ok=True)
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
-
     return JournalStorage(JournalFileBackend(str(run_dir / JOURNAL_FILE)))
 
 

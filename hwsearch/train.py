@@ -113,7 +113,7 @@ def train_model(
             opt.step()
             sched.step()
             functional.reset_net(model)
-            total_loss += float(loss) * len(y)
+            total_loss += float(loss.detach()) * len(y)
             n += len(y)
         val = top1_accuracy(model, _loader(val_ds, 256, shuffle=False, seed=0))
         if val > best_acc:

@@ -3,19 +3,30 @@
 Binary ``x[v, l]`` picks one level per variable (``sum_l x[v, l] = 1``); the objective is the predicted
 loss ``sum x[v, l] * max(drop(v, l), 0)`` (single-variable drops from the sensitivity table, assumed
 additive; unmeasured or failed levels are forbidden); every budgeted cost (``param_mb``, ``macs_g``,
-``act_mb``) must stay within its budget: ``base + sum x[v, l] * delta_c(v, l) <= budget``.
+``act_mb``) must stay within its budget.
 
-Exactness. Each ``delta_c(v, l)`` is ``problem.predict`` of that single-variable candidate minus the
-unpruned model's cost, and additivity is *verified*: the all-strongest candidate, the uniform ones and a
-few seeded random ones are predicted and compared with the sum of deltas. When a cost is not separable
-(embedding or stage widths multiply every block's widths), the interacting variables are found pairwise,
-a small set covering every interaction (greedy vertex cover, e.g. the embedding width) is enumerated
-*outside* the MILP, one MILP per combination with the deltas taken relative to that combination, and
-additivity is verified again for each. If it still fails, or the combinations exceed ``max_enumeration``,
-the strategy refuses with a :class:`~hwsearch.errors.UserError`; it never approximates.
+Exact costs, never approximated. The cost model is taken from ``problem.predict`` itself:
 
-The ``k`` best solutions (no-good cuts, re-solved; merged over combinations) are asked in one batch
-(tag ``milp``); :attr:`KnapsackMILP.solutions` records predicted against measured drop for the report.
+1. *Separable* costs: ``cost = base + sum_v delta(v, l_v)``, each ``delta`` the prediction of that
+   single-variable candidate minus the unpruned model's.
+2. *Pairwise* interactions: pairs whose joint prediction differs from the sum of their deltas (at their
+   strongest and middle levels) are interacting; in Spikformer the SPS convolution chain (``c1 x c2``
+   weights) and, for MACs, ``qk x v`` of each block (``k^T v`` is ``N d_qk d_v``), and the embedding
+   width with every block. Their exact interaction table ``I(u, v)[l_u][l_v]`` (predicted for every level
+   pair) enters the MILP through continuous ``y[u, v, l, m]`` whose row and column sums equal
+   ``x[u, l]`` and ``x[v, m]``: with one-hot binary ``x`` that forces ``y = x[u, l] x[v, m]`` exactly.
+3. *Verification*: the model (1 + 2) is compared with ``problem.predict`` at the all-strongest candidate,
+   the all-middle one and seeded random ones. If it fails (an interaction of three or more variables,
+   e.g. heads x qk x v of one block: ``k^T v`` runs per head), each connected group of interacting
+   variables is merged into one multiple-choice item whose options are its members' level combinations
+   (enumerated, their costs predicted exactly; at most ``max_enumeration`` per group), the items being
+   separable. That model is verified the same way; if it fails too, or a group has more combinations
+   than ``max_enumeration`` (the embedding width joins every block into one group), the strategy
+   refuses with :class:`NonSeparableError`.
+
+Every solution is also checked with the exact prediction (a rejected one is cut and re-solved). The
+``k`` best solutions (no-good cuts ``sum_v x[v, l_v] <= V - 1``, re-solved) are asked in one batch (tag
+``milp``); :attr:`KnapsackMILP.solutions` records predicted against measured drop for the report.
 :func:`solve_milp` is the bare solver.
 """
 
@@ -24,27 +35,31 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
+from scipy.sparse import csr_array
 
 from hwsearch.errors import UserError
 from hwsearch.results import Candidate
 from hwsearch.space import Variable
 from hwsearch.strategies._base import Problem, register_strategy
-from hwsearch.strategies._stepwise import COST_BUDGET_KEYS, StepwiseStrategy, Steps
+from hwsearch.strategies._stepwise import COST_BUDGET_KEYS, Steps, StepwiseStrategy
 
-__all__ = ["KnapsackMILP", "MilpSolution", "MilpRecord", "solve_milp", "NonSeparableError"]
+__all__ = ["KnapsackMILP", "MilpRecord", "MilpSolution", "NonSeparableError", "solve_milp"]
 
-#: Random points (besides the strongest and uniform ones) checked for additivity, per base.
-ADDITIVITY_SAMPLES = 8
+#: Random points (besides the strongest and uniform ones) at which the cost model is verified.
+VERIFY_SAMPLES = 16
 #: Extra re-solves allowed for solutions the exact prediction rejects at the budget's edge.
 EDGE_RETRIES = 20
 
+#: (u, v) variable indices (u < v) -> cost key -> interaction matrix [l_u][l_v].
+Pairs = Mapping[tuple[int, int], Mapping[str, Sequence[Sequence[float]]]]
+
 
 class NonSeparableError(UserError):
-    """A budgeted cost is not a sum of per-variable terms, even with the interacting variables fixed."""
+    """A budgeted cost is neither separable nor pairwise in the levels, even with a cover enumerated."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,18 +91,35 @@ class MilpRecord:
     feasible: bool = False
 
 
+#: One multiple-choice item: its options, each a partial level map (option 0 = unpruned, ``{}``).
+Item = list[dict[str, int]]
+
+
+@dataclass(kw_only=True)
+class _CostModel:
+    """An exact linear(ised) cost model: per item option deltas, pairwise tables and the budgets' room."""
+
+    items: list[Item]
+    deltas: dict[str, list[list[float]]]
+    pairs: dict[tuple[int, int], dict[str, list[list[float]]]] = field(default_factory=dict)
+    limits: dict[str, float] = field(default_factory=dict)
+
+
 def solve_milp(loss: Sequence[Sequence[float]], deltas: Mapping[str, Sequence[Sequence[float]]],
-               limits: Mapping[str, float], *, k: int = 1, exclude: Sequence[Sequence[int]] = (),
+               limits: Mapping[str, float], *, pairs: Pairs | None = None, k: int = 1,
+               exclude: Sequence[Sequence[int]] = (),
                accept: Callable[[tuple[int, ...]], bool] | None = None) -> list[MilpSolution]:
     """The ``k`` cheapest one-level-per-variable choices under linear budgets (best first).
 
-    Minimises ``sum_v loss[v][l_v]`` subject to ``sum_v deltas[c][v][l_v] <= limits[c]`` for every ``c``.
-    Each next solution excludes the previous ones with a no-good cut ``sum_v x[v, l_v] <= V - 1``.
+    Minimises ``sum_v loss[v][l_v]`` subject to, for every cost ``c`` in ``limits``,
+    ``sum_v deltas[c][v][l_v] + sum_(u,v) pairs[(u, v)][c][l_u][l_v] <= limits[c]``. Each next solution
+    excludes the previous ones with a no-good cut ``sum_v x[v, l_v] <= V - 1``.
 
     Args:
         loss: per variable, the loss of each level (``inf``: level forbidden).
         deltas: per cost, per variable, each level's cost change (same shape as ``loss``).
         limits: per cost, the allowed total change (``budget - base``).
+        pairs: exact pairwise interaction terms (linearised with continuous product variables).
         k: solutions wanted.
         exclude: choices excluded from the start.
         accept: optional exact check; a rejected solution is cut and does not count towards ``k``.
@@ -99,49 +131,67 @@ def solve_milp(loss: Sequence[Sequence[float]], deltas: Mapping[str, Sequence[Se
     [(1, 1), (2, 1)]
     """
     sizes = [len(row) for row in loss]
-    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
-    n, nv = int(offsets[-1]), len(sizes)
+    nv = len(sizes)
+    if not nv:
+        return [MilpSolution(choice=(), objective=0.0)] if k > 0 and all(x >= 0 for x in limits.values()) else []
+    xoff = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+    edges = sorted(pairs or {})
+    yoff = [int(xoff[-1])]
+    for u, v in edges:
+        yoff.append(yoff[-1] + sizes[u] * sizes[v])
+    n, n_x = yoff[-1], int(xoff[-1])
     flat = np.array([float(x) for row in loss for x in row], dtype=float)
     allowed = np.isfinite(flat)
-    c = np.where(allowed, flat, 0.0)
-    rows, lo, hi = [], [], []
-    for v in range(nv):
-        row = np.zeros(n)
-        row[offsets[v]:offsets[v + 1]] = 1.0
-        rows.append(row), lo.append(1.0), hi.append(1.0)
+    c = np.concatenate([np.where(allowed, flat, 0.0), np.zeros(n - n_x)])
+    rows: list[dict[int, float]] = []
+    lo: list[float] = []
+    hi: list[float] = []
+    for v in range(nv):  # one level per variable
+        rows.append({j: 1.0 for j in range(xoff[v], xoff[v + 1])}), lo.append(1.0), hi.append(1.0)
+    for e, (u, v) in enumerate(edges):  # y[e, l, m] sums to x[u, l] over m and to x[v, m] over l
+        for a, b, by_row in ((u, v, True), (v, u, False)):
+            for i in range(sizes[a]):
+                row = {yoff[e] + (i * sizes[v] + j if by_row else j * sizes[v] + i): 1.0 for j in range(sizes[b])}
+                row[int(xoff[a]) + i] = -1.0
+                rows.append(row), lo.append(0.0), hi.append(0.0)
     for key, limit in limits.items():
-        row = np.array([float(x) for r in deltas[key] for x in r], dtype=float)
-        scale = max(float(np.abs(row).max(initial=0.0)), abs(float(limit)), 1e-300)
-        rows.append(row / scale), lo.append(-np.inf), hi.append(float(limit) / scale)
-    cuts = [tuple(int(x) for x in ch) for ch in exclude]
+        row = {j: float(x) for j, x in enumerate(x for r in deltas[key] for x in r) if x}
+        for e, edge in enumerate(edges):
+            mat = (pairs or {})[edge].get(key)
+            if mat is not None:
+                row.update({yoff[e] + j: float(x) for j, x in enumerate(x for r in mat for x in r) if x})
+        scale = max([abs(x) for x in row.values()] + [abs(float(limit)), 1e-300])
+        rows.append({j: x / scale for j, x in row.items()}), lo.append(-np.inf), hi.append(float(limit) / scale)
+    ub = np.concatenate([allowed.astype(float), np.ones(n - n_x)])
+    integrality = np.concatenate([np.ones(n_x), np.zeros(n - n_x)])
     out: list[MilpSolution] = []
+    cuts = [tuple(int(x) for x in ch) for ch in exclude]
     retries = 0
-    while len(out) < k and nv:
-        a = np.array(rows + [_cut(ch, offsets, n) for ch in cuts])
-        b_lo = np.array(lo + [-np.inf] * len(cuts))
-        b_hi = np.array(hi + [nv - 1.0] * len(cuts))
-        res = milp(c, integrality=np.ones(n), bounds=Bounds(0.0, allowed.astype(float)),
-                   constraints=LinearConstraint(a, b_lo, b_hi), options={"mip_rel_gap": 0.0})
+    while len(out) < k:
+        all_rows = rows + [{int(xoff[v]) + lv: 1.0 for v, lv in enumerate(ch)} for ch in cuts]
+        a = _sparse(all_rows, n)
+        res = milp(c, integrality=integrality, bounds=Bounds(0.0, ub),
+                   constraints=LinearConstraint(a, np.array(lo + [-np.inf] * len(cuts)),
+                                                np.array(hi + [nv - 1.0] * len(cuts))),
+                   options={"mip_rel_gap": 0.0})
         if res.status != 0 or res.x is None:
             break
-        choice = tuple(int(np.argmax(res.x[offsets[v]:offsets[v + 1]])) for v in range(nv))
+        choice = tuple(int(np.argmax(res.x[xoff[v]:xoff[v + 1]])) for v in range(nv))
         cuts.append(choice)
         if accept is not None and not accept(choice):
             retries += 1
             if retries > EDGE_RETRIES:
                 break
             continue
-        out.append(MilpSolution(choice=choice, objective=float(sum(flat[offsets[v] + choice[v]] for v in range(nv)))))
-    if not nv and all(limit >= 0 for limit in limits.values()) and k > 0:
-        out.append(MilpSolution(choice=(), objective=0.0))
+        out.append(MilpSolution(choice=choice, objective=float(sum(flat[xoff[v] + choice[v]] for v in range(nv)))))
     return out
 
 
-def _cut(choice: Sequence[int], offsets: np.ndarray, n: int) -> np.ndarray:
-    row = np.zeros(n)
-    for v, lv in enumerate(choice):
-        row[offsets[v] + lv] = 1.0
-    return row
+def _sparse(rows: Sequence[Mapping[int, float]], n: int) -> csr_array:
+    r = [i for i, row in enumerate(rows) for _ in row]
+    cols = [j for row in rows for j in row]
+    vals = [x for row in rows for x in row.values()]
+    return csr_array((vals, (r, cols)), shape=(len(rows), n))
 
 
 @register_strategy("knapsack")
@@ -149,14 +199,15 @@ class KnapsackMILP(StepwiseStrategy):
     """The multiple-choice knapsack relaxation (see the module docstring).
 
     Args:
-        seed: seeds the random additivity checks.
+        seed: seeds the random points at which the cost model is verified.
         k: solutions asked for real evaluation (best predicted first).
-        max_enumeration: most combinations of non-separable variables enumerated outside the MILP.
+        max_enumeration: most level combinations enumerated outside the MILP when costs have
+            interactions of three or more variables (pairwise ones need no enumeration).
     """
 
     needs_sensitivity = True
 
-    def __init__(self, *, seed: int = 0, k: int = 5, max_enumeration: int = 256) -> None:
+    def __init__(self, *, seed: int = 0, k: int = 5, max_enumeration: int = 1024) -> None:
         self.seed = seed
         self.k = k
         self.max_enumeration = max_enumeration
@@ -166,6 +217,7 @@ class KnapsackMILP(StepwiseStrategy):
             raise UserError(f"knapsack: k must be >= 1, got {self.k}")
         super().setup(problem)
         self.solutions: list[MilpRecord] = []
+        self.interactions: list[tuple[str, str]] = []
         self.enumerated: list[str] = []
 
     def _steps(self) -> Steps:
@@ -188,121 +240,125 @@ class KnapsackMILP(StepwiseStrategy):
         done = []
         for rec, cand in zip(self.solutions, cands):
             res = answers[cand.key]
-            rec = MilpRecord(levels=rec.levels, predicted_loss=rec.predicted_loss, predicted_drop=rec.predicted_drop,
-                             costs=rec.costs, measured_drop=self.measured_drop(res), feasible=self.is_feasible(cand, res))
+            rec = replace(rec, measured_drop=self.measured_drop(res), feasible=self.is_feasible(cand, res))
             done.append(rec)
-            self._notes.append(f"milp #{len(done)}: predicted drop {rec.predicted_drop:.3g} (loss {rec.predicted_loss:.3g}), "
-                               f"measured {rec.measured_drop:.3g} points, {'feasible' if rec.feasible else 'infeasible'}; "
-                               f"{self.describe_costs(rec.levels)}")
+            self._notes.append(f"milp #{len(done)}: predicted drop {rec.predicted_drop:.3g} "
+                               f"(loss {rec.predicted_loss:.3g}), measured {rec.measured_drop:.3g} points, "
+                               f"{'feasible' if rec.feasible else 'infeasible'}; {self.describe_costs(rec.levels)}")
         self.solutions = done
 
     def plan(self, loss: Mapping[str, Sequence[float]]) -> list[tuple[dict[str, int], float]]:
-        """The ``k`` best (levels, predicted loss) under the budgets, enumerating non-separable variables."""
+        """The ``k`` best (levels, predicted loss) under the budgets (see the module docstring)."""
         p = self.problem
         keys = [key for key in COST_BUDGET_KEYS if getattr(p.constraints, key) is not None]
         variables = list(p.space.variables)
-        fixed_vars = self._interacting(variables, keys) if keys else []
-        if fixed_vars:
-            combos = math.prod(len(v.levels) for v in fixed_vars)
-            names = ", ".join(v.name for v in fixed_vars)
-            if combos > int(self.max_enumeration):
-                raise NonSeparableError(f"knapsack: costs are not separable in {names} ({combos} level combinations "
-                                        f"> max_enumeration {self.max_enumeration}); leave those axes out or raise "
-                                        "max_enumeration")
-            self.enumerated = [v.name for v in fixed_vars]
-            self._notes.append(f"knapsack: costs not separable in {names}; enumerated {combos} combination(s) outside the MILP")
-        free = [v for v in variables if v not in fixed_vars]
-        found: list[tuple[float, int, dict[str, int]]] = []
-        for idx, combo in enumerate(itertools.product(*(range(len(v.levels)) for v in fixed_vars))):
-            base_levels = {v.name: lv for v, lv in zip(fixed_vars, combo) if lv}
-            base_loss = sum(loss[n][lv] for n, lv in base_levels.items())
-            if not math.isfinite(base_loss):
-                continue
-            deltas, limits = self._linearise(free, base_levels, keys)
+        items = [[{v.name: lv} if lv else {} for lv in range(len(v.levels))] for v in variables]
+        edges = self._edges(items, keys)
+        self.interactions = [(variables[i].name, variables[j].name) for i, j in edges]
+        model = self._model(items, keys, edges)
+        if model is not None:
+            if edges:
+                self._notes.append(f"knapsack: {len(edges)} pairwise cost interaction(s) (e.g. "
+                                   f"{' x '.join(self.interactions[0])}) modelled exactly by product terms")
+            return self._solve(model, loss)
+        groups = _components(len(variables), edges)
+        sizes = [math.prod(len(variables[i].levels) for i in g) for g in groups]
+        worst = max(range(len(groups)), key=lambda g: sizes[g])
+        names = ", ".join(variables[i].name for i in groups[worst])
+        if sizes[worst] > int(self.max_enumeration):
+            raise NonSeparableError(f"knapsack: budgeted costs are neither separable nor pairwise; the interacting "
+                                    f"group {names} has {sizes[worst]} level combinations > max_enumeration "
+                                    f"{self.max_enumeration}; leave those axes out, raise max_enumeration or use "
+                                    "another strategy")
+        joint = [_joint([variables[i] for i in g]) for g in groups]
+        model = self._model(joint, keys, [])
+        if model is None:
+            raise NonSeparableError("knapsack: budgeted costs are not separable even with interacting groups "
+                                    f"merged ({names}, ...); use another strategy for this space")
+        merged = [g for g in groups if len(g) > 1]
+        self.enumerated = [", ".join(variables[i].name for i in g) for g in merged]
+        self._notes.append(f"knapsack: costs have interactions of three or more variables; {len(merged)} group(s) "
+                           f"merged into joint items (largest: {names}, {sizes[worst]} combinations)")
+        return self._solve(model, loss)
 
-            def accept(choice: tuple[int, ...], base_levels: dict[str, int] = base_levels) -> bool:
-                return p.cost_feasible({**base_levels, **{v.name: lv for v, lv in zip(free, choice)}})
+    def _solve(self, model: _CostModel, loss: Mapping[str, Sequence[float]]) -> list[tuple[dict[str, int], float]]:
+        """The ``k`` best of a cost model, as level maps with their predicted loss."""
+        p, items = self.problem, model.items
 
-            sols = solve_milp([loss[v.name] for v in free], deltas, limits, k=int(self.k), accept=accept)
-            for s in sols:
-                levels = {**base_levels, **{v.name: lv for v, lv in zip(free, s.choice) if lv}}
-                found.append((base_loss + s.objective, idx, levels))
-        found.sort(key=lambda t: (t[0], t[1]))
-        return [(levels, obj) for obj, _, levels in found[:int(self.k)]]
+        def full(choice: Sequence[int]) -> dict[str, int]:
+            return {n: lv for i, o in enumerate(choice) for n, lv in items[i][o].items()}
 
-    # --------------------------------------------------------------------------------- separability
-    def _linearise(self, free: Sequence[Variable], base_levels: dict[str, int],
-                   keys: Sequence[str]) -> tuple[dict[str, list[list[float]]], dict[str, float]]:
-        """Per-cost deltas of each free variable's levels relative to ``base_levels``, verified additive."""
+        item_loss = [[sum(loss[n][lv] for n, lv in opt.items()) for opt in item] for item in items]
+        sols = solve_milp(item_loss, model.deltas, model.limits, pairs=model.pairs, k=int(self.k),
+                          accept=lambda ch: p.cost_feasible(full(ch)))
+        return [(full(s.choice), s.objective) for s in sols]
+
+    # --------------------------------------------------------------------------------- cost model
+    def _model(self, items: Sequence[Item], keys: Sequence[str], edges: Sequence[tuple[int, int]]) -> _CostModel | None:
+        """Option deltas and pair tables of ``items``, or None when the model misses a probe point."""
         p = self.problem
-        base = p.predict(base_levels)
-        deltas = self._deltas(free, base_levels, keys)
-        bad = self._additivity_error(free, base_levels, deltas, keys)
-        if bad:
-            where = f" with {base_levels} fixed" if base_levels else ""
-            raise NonSeparableError(f"knapsack: cost {bad} is not a sum of per-variable terms{where}; "
-                                    "the MILP would be an approximation; use another strategy for this space")
-        limits = {key: float(getattr(p.constraints, key)) - float(base[key]) for key in keys}
-        return deltas, limits
-
-    def _deltas(self, free: Sequence[Variable], base_levels: dict[str, int],
-                keys: Sequence[str]) -> dict[str, list[list[float]]]:
-        """Per cost, per free variable, each level's predicted cost minus that of ``base_levels``."""
-        p = self.problem
-        base = p.predict(base_levels)
-        deltas: dict[str, list[list[float]]] = {key: [] for key in keys}
-        for v in free:
-            per_level = [p.predict({**base_levels, v.name: lv}) for lv in range(len(v.levels))]
-            for key in keys:
-                deltas[key].append([float(c[key]) - float(base[key]) for c in per_level])
-        return deltas
-
-    def _probe_points(self, free: Sequence[Variable]) -> list[list[int]]:
+        base = p.predict({})
+        single = [[p.predict(opt) for opt in item] for item in items]
+        deltas = {key: [[float(c[key]) - float(base[key]) for c in row] for row in single] for key in keys}
+        pairs: dict[tuple[int, int], dict[str, list[list[float]]]] = {}
+        for i, j in edges:
+            both = [[p.predict({**a, **b}) for b in items[j]] for a in items[i]]
+            pairs[(i, j)] = {key: [[float(both[a][b][key]) - deltas[key][i][a] - deltas[key][j][b] - float(base[key])
+                                    for b in range(len(items[j]))] for a in range(len(items[i]))] for key in keys}
         rng = np.random.default_rng(self.seed)
-        points = [[len(v.levels) - 1 for v in free]]
-        for r in (0.3, 0.6):
-            points.append([v.level_for_rate(r) for v in free])
-        for _ in range(ADDITIVITY_SAMPLES):
-            points.append([int(rng.integers(len(v.levels))) for v in free])
-        return points
-
-    def _additivity_error(self, free: Sequence[Variable], base_levels: dict[str, int],
-                          deltas: Mapping[str, list[list[float]]], keys: Sequence[str]) -> str | None:
-        """The first cost key whose prediction differs from the sum of deltas at a probe point, or None."""
-        base = self.problem.predict(base_levels)
-        for point in self._probe_points(free):
-            costs = self.problem.predict({**base_levels, **{v.name: lv for v, lv in zip(free, point)}})
+        points = [[len(it) - 1 for it in items], [len(it) // 2 for it in items]]
+        points += [[int(rng.integers(len(it))) for it in items] for _ in range(VERIFY_SAMPLES)]
+        for point in points:
+            costs = p.predict({n: lv for i, o in enumerate(point) for n, lv in items[i][o].items()})
             for key in keys:
-                additive = float(base[key]) + sum(deltas[key][i][lv] for i, lv in enumerate(point))
-                if not _close(float(costs[key]), additive, float(base[key])):
-                    return key
-        return None
+                model = float(base[key]) + sum(deltas[key][i][o] for i, o in enumerate(point))
+                model += sum(pairs[(i, j)][key][point[i]][point[j]] for i, j in edges)
+                if not _close(float(costs[key]), model, float(base[key])):
+                    return None
+        limits = {key: float(getattr(p.constraints, key)) - float(base[key]) for key in keys}
+        return _CostModel(items=list(items), deltas=deltas, pairs=pairs, limits=limits)
 
-    def _interacting(self, variables: Sequence[Variable], keys: Sequence[str]) -> list[Variable]:
-        """Variables to enumerate: none when additive; else a greedy cover of the pairwise interactions."""
+    def _edges(self, items: Sequence[Item], keys: Sequence[str]) -> list[tuple[int, int]]:
+        """Pairs whose joint prediction differs from the sum of their own (strongest and middle options)."""
         p = self.problem
-        if self._additivity_error(variables, {}, self._deltas(variables, {}, keys), keys) is None:
+        if not keys:
             return []
         base = p.predict({})
-        single = {v.name: p.predict({v.name: len(v.levels) - 1}) for v in variables}
-        edges: set[tuple[int, int]] = set()
-        for i, j in itertools.combinations(range(len(variables)), 2):
-            u, v = variables[i], variables[j]
-            both = p.predict({u.name: len(u.levels) - 1, v.name: len(v.levels) - 1})
-            for key in keys:
-                additive = float(single[u.name][key]) + float(single[v.name][key]) - float(base[key])
-                if not _close(float(both[key]), additive, float(base[key])):
-                    edges.add((i, j))
-        cover: list[int] = []
-        while edges:
-            degree: dict[int, int] = {}
-            for i, j in edges:
-                degree[i] = degree.get(i, 0) + 1
-                degree[j] = degree.get(j, 0) + 1
-            pick = min(degree, key=lambda i: (-degree[i], len(variables[i].levels), i))
-            cover.append(pick)
-            edges = {e for e in edges if pick not in e}
-        return [variables[i] for i in sorted(cover)]
+        probes = [(item[-1], item[max(1, len(item) // 2)]) for item in items]
+        single = [[p.predict(opt) for opt in pr] for pr in probes]
+        edges = []
+        for i, j in itertools.combinations(range(len(items)), 2):
+            for t in range(2):
+                both = p.predict({**probes[i][t], **probes[j][t]})
+                if any(not _close(float(both[key]), float(single[i][t][key]) + float(single[j][t][key])
+                                  - float(base[key]), float(base[key])) for key in keys):
+                    edges.append((i, j))
+                    break
+        return edges
+
+
+def _components(n: int, edges: Sequence[tuple[int, int]]) -> list[list[int]]:
+    """Connected components of the interaction graph (singletons included), by first member."""
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in edges:
+        parent[root(i)] = root(j)
+    groups: dict[int, list[int]] = {}
+    for i in range(n):
+        groups.setdefault(root(i), []).append(i)
+    return sorted(groups.values())
+
+
+def _joint(members: Sequence[Variable]) -> Item:
+    """Every level combination of ``members`` as one item's options (all-unpruned first)."""
+    return [{v.name: lv for v, lv in zip(members, combo) if lv}
+            for combo in itertools.product(*(range(len(v.levels)) for v in members))]
 
 
 def _close(a: float, b: float, scale: float) -> bool:

@@ -36,7 +36,7 @@ class NSGA2Search(OptunaSearch):
         population_size: individuals per generation (skipped trials count as individuals).
         mutation_prob: per-variable mutation probability (None: 1 / number of variables).
         crossover_prob: probability that a child comes from crossover rather than a copy.
-        warm_start: candidates (``Candidate`` or level maps) enqueued first.
+        warm_start: candidates (``Candidate`` or level maps, the latter plain data) enqueued first.
         skip_infeasible: tell Optuna at once, without an evaluation, about trials that break a cost
             budget by prediction.
         seed: seed of the sampler.

@@ -32,9 +32,9 @@ from hwsearch.errors import UserError
 from hwsearch.results import Candidate
 from hwsearch.space import Variable
 from hwsearch.strategies._base import Problem, register_strategy
-from hwsearch.strategies._stepwise import StepwiseStrategy, Steps
+from hwsearch.strategies._stepwise import Steps, StepwiseStrategy
 
-__all__ = ["PrioritizedGreedy", "GreedyStep", "ORDERS", "BACKOFFS"]
+__all__ = ["BACKOFFS", "ORDERS", "GreedyStep", "PrioritizedGreedy"]
 
 ORDERS: tuple[str, ...] = ("largest_first", "network")
 BACKOFFS: tuple[str, ...] = ("tolerated", "every")

@@ -4,15 +4,17 @@
    the sensitivity table's grid, else 0.1 ... 0.9), one batch. :attr:`PSViTSensitivity.uniform_curve`
    keeps the global trade-off curve (rate, accuracy, drop, memory saving, feasible).
 2. **Sensitivity**: ``problem.sensitivity``, or profiled here (tag ``profile``).
-3. **Fine-grained** (tag ``fine``), **choices**: a geometric threshold schedule
-   ``t_i = base * f_i`` over ``threshold_factors`` taken in decreasing order (default 1, 1/2, 1/4, 1/8),
-   ``base = max_acc_drop`` (without one: the largest finite single-variable drop in the table). At each
-   threshold every variable takes its largest level whose *individual* drop is <= ``t_i`` (none: it stays
-   unpruned); the combined candidate is asked (one at a time). If its measured drop is within
-   ``max_acc_drop`` (and it meets the budgets, as it must to be asked) it is kept and the search stops:
-   lower thresholds only prune less. Otherwise the threshold is relaxed (the next, lower one). A
-   threshold whose choice misses a cost budget stops the schedule (lower thresholds prune less, so they
-   miss it too); one that repeats the previous choice is skipped.
+3. **Fine-grained** (tag ``fine``), **choices**: a per-layer drop threshold ``t`` picks, for every
+   variable, its largest level whose *individual* drop is <= ``t`` (none: unpruned); the choice only
+   changes at the table's drop values, so the thresholds tried are the distinct finite single-variable
+   drops <= ``base`` (``base = max_acc_drop``; without one, the largest finite drop), strongest first,
+   keeping only those whose choice meets every cost budget (exact prediction) and differs from the
+   previous one. Lowering ``t`` prunes less (per variable, monotonically). The search, one candidate at a
+   time: ask the strongest (``t = base``, PSViT's first try); if its combined drop is within
+   ``max_acc_drop`` stop. Else relax: ask the mildest; if even that fails, stop (none passes). Else bisect
+   between the last failing and the first passing threshold until they are adjacent:
+   :attr:`PSViTSensitivity.fine_levels` is the strongest passing choice (the most compression within the
+   drop), found in about ``2 + log2(#thresholds)`` evaluations.
 
 The answer is :meth:`best`: the most accurate feasible result among the uniform and fine-grained ones
 (and the profile's, which are real measurements too).
@@ -21,16 +23,17 @@ The answer is :meth:`best`: the most accurate feasible result among the uniform 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 
 from hwsearch.errors import UserError
 from hwsearch.results import Candidate
+from hwsearch.sensitivity import SensitivityTable
 from hwsearch.space import DEFAULT_RATES
 from hwsearch.strategies._base import Problem, register_strategy
-from hwsearch.strategies._stepwise import StepwiseStrategy, Steps
+from hwsearch.strategies._stepwise import Answers, Steps, StepwiseStrategy
 
-__all__ = ["PSViTSensitivity", "FineStep", "UniformPoint"]
+__all__ = ["FineStep", "PSViTSensitivity", "UniformPoint"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,20 +65,15 @@ class PSViTSensitivity(StepwiseStrategy):
     Args:
         seed: unused by the procedure (deterministic); kept for the common interface.
         rates: nominal grid of the uniform step (None: the table's grid, else 0.1 ... 0.9).
-        threshold_factors: multiples of the base threshold tried in step 3 (sorted high to low).
     """
 
     needs_sensitivity = True
 
-    def __init__(self, *, seed: int = 0, rates: Sequence[float] | None = None,
-                 threshold_factors: Sequence[float] = (1.0, 0.5, 0.25, 0.125)) -> None:
+    def __init__(self, *, seed: int = 0, rates: Sequence[float] | None = None) -> None:
         self.seed = seed
         self.rates = rates
-        self.threshold_factors = threshold_factors
 
     def setup(self, problem: Problem) -> None:
-        if not self.threshold_factors or any(not f > 0 for f in self.threshold_factors):
-            raise UserError(f"sensitivity: threshold_factors must be positive, got {list(self.threshold_factors)}")
         if self.rates is not None and any(not 0.0 < r < 1.0 for r in self.rates):
             raise UserError(f"sensitivity: rates must lie in (0, 1), got {list(self.rates)}")
         super().setup(problem)
@@ -94,40 +92,63 @@ class PSViTSensitivity(StepwiseStrategy):
     def _steps(self) -> Steps:
         yield from self._uniform()
         table = yield from self._sensitivity()
+        options = self.thresholds(table)
+        if not options:
+            self._notes.append("fine-grained: no per-layer threshold gives a choice that meets the budgets; "
+                               + ("the best uniform or profiled result stands" if self.best() else
+                                  "no feasible plan found; raise the budget or the max drop"))
+            return
+        n = len(options)
+        strongest: int | None = None
+        if (yield from self._try(options[0])):
+            strongest = 0
+        elif n > 1 and (yield from self._try(options[n - 1])):
+            lo, hi = 0, n - 1  # lo fails, hi passes
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if (yield from self._try(options[mid])):
+                    hi = mid
+                else:
+                    lo = mid
+            strongest = hi
+        if strongest is not None:
+            t, levels = options[strongest]
+            self.fine_levels = dict(levels)
+            self._notes.append(f"fine-grained: per-layer threshold {t:.3g} is the strongest of {n} within the max "
+                               f"drop ({len(self.fine_steps)} tried by bisection); {self.describe_costs(levels)}")
+        else:
+            self._notes.append("fine-grained: even the mildest per-layer choice that meets the budgets exceeds the "
+                               "max drop; " + ("the best uniform or profiled result stands" if self.best() else
+                                               "no feasible plan found; raise the budget or the max drop"))
+
+    def _try(self, option: tuple[float, dict[str, int]]) -> Generator[list[Candidate], Answers, bool]:
+        """Ask one threshold's combined candidate; whether its drop is within the max drop."""
+        t, levels = option
+        cand = Candidate(levels=levels, tag="fine")
+        drop = self.measured_drop((yield [cand])[cand.key])
+        ok = drop <= self.max_drop()
+        self.fine_steps.append(FineStep(threshold=t, levels=dict(cand.levels), measured_drop=drop, feasible=ok))
+        return ok
+
+    def thresholds(self, table: SensitivityTable) -> list[tuple[float, dict[str, int]]]:
+        """The (threshold, levels) choices step 3 searches, strongest first (see the module docstring)."""
         p = self.problem
-        max_drop = self.max_drop()
-        finite = [e.acc_drop for e in table.entries if e.acc_drop is not None and math.isfinite(e.acc_drop)]
-        base = max_drop if math.isfinite(max_drop) else max(finite, default=0.0)
-        prev: str | None = None
-        for f in sorted(self.threshold_factors, reverse=True):
-            t = base * f
-            levels = {}
-            for v in p.space.variables:
-                tolerated = table.tolerated_levels(v.name, t)
-                if tolerated:
-                    levels[v.name] = max(tolerated)
-            cand = Candidate(levels=levels, tag="fine")
-            if not cand.levels:
-                self._notes.append(f"threshold {t:.3g}: no variable tolerates it alone; fine-grained step stops")
-                break
-            if not p.cost_feasible(cand.levels):
-                self._notes.append(f"threshold {t:.3g}: per-layer rates miss the budget ({self.describe_costs(levels)}); "
-                                   "lower thresholds prune less, fine-grained step stops")
-                break
-            if cand.key == prev:
+        finite = sorted({float(e.acc_drop) for e in table.entries
+                         if e.acc_drop is not None and math.isfinite(e.acc_drop)}, reverse=True)
+        if not finite:
+            return []
+        base = self.max_drop() if math.isfinite(self.max_drop()) else finite[0]
+        per_var = {v.name: [(e.level, float(e.acc_drop)) for e in table.entries
+                            if e.variable == v.name and e.acc_drop is not None] for v in p.space.variables}
+        out: list[tuple[float, dict[str, int]]] = []
+        for t in (d for d in finite if d <= base):
+            levels = {name: max(lv for lv, d in pairs if d <= t)
+                      for name, pairs in per_var.items() if any(d <= t for _, d in pairs)}
+            if out and out[-1][1] == levels:
                 continue
-            prev = cand.key
-            drop = self.measured_drop((yield [cand])[cand.key])
-            ok = drop <= max_drop
-            self.fine_steps.append(FineStep(threshold=t, levels=dict(cand.levels), measured_drop=drop, feasible=ok))
-            if ok:
-                self.fine_levels = dict(cand.levels)
-                self._notes.append(f"fine-grained: threshold {t:.3g} per layer gives a combined drop of {drop:.3g} "
-                                   f"points; {self.describe_costs(levels)}")
-                return
-        self._notes.append(f"fine-grained: no threshold of {len(self.threshold_factors)} gave a feasible plan; "
-                           "the best uniform or profiled result stands" if self.best() else
-                           "fine-grained: no feasible plan found; raise the budget or the max drop")
+            if p.cost_feasible(levels):
+                out.append((t, levels))
+        return out
 
     def _uniform(self) -> Steps:
         p = self.problem

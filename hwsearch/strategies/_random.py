@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from hwsearch.results import Candidate, Result
 from hwsearch.strategies._base import Problem, Strategy, register_strategy
 
-__all__ = ["RandomSearch", "DEFAULT_N_TRIALS", "best_feasible", "resolve_budget", "unreachable_note"]
+__all__ = ["DEFAULT_N_TRIALS", "RandomSearch", "best_feasible", "resolve_budget", "unreachable_note"]
 
 #: Accuracy evaluations a search strategy asks for when neither it nor the problem sets a budget.
 DEFAULT_N_TRIALS = 50

@@ -26,7 +26,7 @@ from hwsearch.results import Candidate, Result
 from hwsearch.sensitivity import SensitivityMeta, SensitivityTable, sensitivity_candidates
 from hwsearch.strategies._base import Problem, Strategy
 
-__all__ = ["StepwiseStrategy", "Answers", "Steps", "COST_BUDGET_KEYS"]
+__all__ = ["COST_BUDGET_KEYS", "Answers", "Steps", "StepwiseStrategy"]
 
 Answers = dict[str, Result]
 Steps = Generator[list[Candidate], Answers, None]
@@ -122,7 +122,9 @@ class StepwiseStrategy(Strategy):
         """Accuracy drop of a result in points; inf when it failed."""
         if not result.ok or result.accuracy is None:
             return math.inf
-        return float(result.acc_drop) if result.acc_drop is not None else self.problem.baseline_accuracy - result.accuracy
+        if result.acc_drop is not None:
+            return float(result.acc_drop)
+        return self.problem.baseline_accuracy - float(result.accuracy)
 
     def max_drop(self) -> float:
         """The allowed drop (inf when unconstrained)."""
@@ -143,8 +145,8 @@ class StepwiseStrategy(Strategy):
         feasible = [r for key, r in self.told.items() if self.is_feasible(r.candidate, r)]
         if not feasible:
             return None
-        return min(feasible, key=lambda r: (-float(r.accuracy or 0.0),
-                                             float(self.problem.predict(r.candidate.levels)["param_mb"]), r.candidate.key))
+        mb = {r.candidate.key: float(self.problem.predict(r.candidate.levels)["param_mb"]) for r in feasible}
+        return min(feasible, key=lambda r: (-float(r.accuracy or 0.0), mb[r.candidate.key], r.candidate.key))
 
     def describe_costs(self, levels: dict[str, int]) -> str:
         """``param_mb 4.98 (budget 5), saving 21.3%`` for the budgeted costs of ``levels``."""

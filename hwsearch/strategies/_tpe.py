@@ -11,8 +11,12 @@ Trials and candidates: every candidate handed to the driver is distinct and back
 trials. A trial whose levels were already told is answered from the strategy's own record at once; one
 whose levels are in flight waits for that result; with ``skip_infeasible`` a trial that breaks a cost
 budget by prediction (exact for params and MACs) is told at once as infeasible (accuracy 0, its
-predicted violations, user attr ``status=skipped``) and never reaches the driver. None of these
-short-cuts consume evaluations, and all depend only on the seed and the tells, so a replay is exact.
+predicted violations, user attr ``status=skipped``) and never reaches the driver. When the sampler
+repeats itself (:data:`MAX_IDLE_DRAWS` trials in a row with nothing new, as a converged TPE does on a
+small discrete space), a random unseen candidate from the strategy's seeded generator is enqueued as the
+next trial (tag ``<strategy>:explore``). None of these short-cuts consume evaluations, and all depend
+only on the seed and the sequence of asks and tells, so a replay is exact. Trials carry the user attrs
+``key`` (candidate key), ``tag`` and ``status`` (``ok``, ``failed``, ``skipped``, ``duplicate``).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from hwsearch.results import Candidate, Result, candidate_key
 from hwsearch.strategies._base import Problem, Strategy, register_strategy
 from hwsearch.strategies._random import best_feasible, resolve_budget, unreachable_note
 
-__all__ = ["OptunaSearch", "TPESearch", "MAX_IDLE_DRAWS", "RANDOM_TRIES"]
+__all__ = ["MAX_IDLE_DRAWS", "RANDOM_TRIES", "OptunaSearch", "TPESearch"]
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +82,10 @@ class OptunaSearch(Strategy):
 
     Lifecycle: ``ask(n)`` returns up to ``n`` distinct new candidates, several trials may run at once;
     ``tell`` finishes every trial waiting on the candidate (any order; a failed result is told to
-    Optuna as infeasible with accuracy 0). Finished once ``n_trials`` candidates were asked, when the cost
-    budgets are unreachable, or when :data:`MAX_IDLE_DRAWS` trials in a row bring nothing new while
-    nothing is in flight. Subclasses set the attributes ``n_trials``, ``warm_start``,
+    Optuna as infeasible with accuracy 0). Finished once ``n_trials`` candidates were asked, at once when
+    the cost budgets are unreachable (the smallest model breaks one), or when no new candidate can be
+    found (:data:`RANDOM_TRIES` random draws fail) while nothing is in flight; :meth:`notes` say which.
+    Subclasses set the attributes ``n_trials``, ``warm_start``,
     ``skip_infeasible`` and ``seed`` and provide the sampler, directions and objective values.
     """
 
@@ -180,6 +185,7 @@ class OptunaSearch(Strategy):
         trial = self._study.ask(fixed_distributions=self._dists)
         levels = {name: int(trial.params[name]) for name in self._dists}
         key = candidate_key(levels)
+        trial.set_user_attr("key", key)
         if key in self._told:
             values, constraints, _ = self._told[key]
             self._finish(trial, values, constraints, "duplicate")
@@ -273,7 +279,8 @@ class TPESearch(OptunaSearch):
         multivariate: model the variables jointly (``TPESampler(multivariate=True)``).
         constant_liar: let running trials repel new ones (worth it when several run at once).
         warm_start: candidates (``Candidate`` or level maps) enqueued first, e.g. a greedy result; they
-            are asked before any sampled one, in order.
+            are asked before any sampled one, in order. Level maps (``{"block.3.mlp.hidden": 2}``)
+            keep the parameters plain data (a study TOML, the run's stored params).
         skip_infeasible: tell Optuna at once, without an evaluation, about trials that break a cost
             budget by prediction.
         seed: seed of the sampler.

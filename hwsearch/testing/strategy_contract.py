@@ -13,9 +13,9 @@ identically configured strategies (like Optuna's ``optuna/testing/pytest_sampler
 The tests run on :func:`toy_problem`, a 4-variable x 4-level space (256 candidates) with a closed-form
 linear cost model and a closed-form accuracy (:func:`toy_accuracy`), so the feasible region under any
 budget is known by enumeration (:func:`feasible_region`). :func:`drive` is the search driver's loop
-(``hwsearch.search.run_strategy``) without storage or runners: ask up to the free slots, answer known
-candidates from the cache (how a resumed run replays stored results), evaluate the rest one at a time
-and tell each result.
+(``hwsearch.search.run_strategy``) without storage or runners: ask up to the free slots, answer a
+repeated candidate at once, evaluate the rest one at a time (or take an earlier run's stored result, in
+the same turn, which is how a resumed run replays) and tell each result.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from hwsearch.space import SearchSpace, Variable
 from hwsearch.strategies import Problem, Strategy
 
 __all__ = [
-    "StrategyContract", "toy_problem", "toy_space", "toy_accuracy", "drive", "evaluate", "check_candidate",
-    "best_of", "feasible_region", "all_levels", "TOY_BASELINE_ACCURACY", "AccuracyFn",
+    "TOY_BASELINE_ACCURACY", "AccuracyFn", "StrategyContract", "all_levels", "best_of", "check_candidate", "drive",
+    "evaluate", "feasible_region", "toy_accuracy", "toy_problem", "toy_space", "with_sensitivity",
 ]
 
 #: levels (variable name -> level index) -> top-1 in percent, or None for a failed evaluation.
@@ -149,15 +149,18 @@ def drive(strategy: Strategy, problem: Problem, accuracy_fn: AccuracyFn = toy_ac
     Args:
         batch: evaluation slots: ``ask`` is called with the free ones (several candidates in flight).
         budget: the driver's evaluation budget (``--trials``); None: the strategy decides.
-        stored: results of an earlier run; asked candidates with their key are told these without
-            evaluating (how ``hwsearch resume`` replays).
+        stored: results of an earlier, interrupted run: an asked candidate with a stored key is queued
+            like an evaluation and, when its turn comes, told the stored result without evaluating. So
+            the replay repeats the earlier run's interleaving of asks and tells exactly, also with
+            several slots (telling stored results at once, right after the ask, would not).
         stop_after: stop (as if interrupted) once this many results were told; in-flight ones are lost.
         order: ``fifo`` tells in ask order; ``lifo`` tells the newest in-flight candidate first.
         max_steps: loop iterations before the strategy is declared not to finish (AssertionError).
     """
     assert order in ("fifo", "lifo"), order
     strategy.setup(problem)
-    cache = {r.candidate.key: r for r in stored}
+    replay = {r.candidate.key: r for r in stored}
+    cache: dict[str, Result] = {}  # results told in this run: a repeated ask is answered at once
     results: list[Result] = []
     queue: list[Candidate] = []
 
@@ -187,7 +190,8 @@ def drive(strategy: Strategy, problem: Problem, accuracy_fn: AccuracyFn = toy_ac
                 return results
             continue
         cand = queue.pop(0 if order == "fifo" else -1)
-        record(cand, cache[cand.key] if cand.key in cache else evaluate(problem, cand, accuracy_fn))
+        res = cache.get(cand.key) or replay.get(cand.key) or evaluate(problem, cand, accuracy_fn)
+        record(cand, res)
     raise AssertionError(f"{type(strategy).__name__} did not finish within {max_steps} driver steps "
                          f"({len(results)} results)")
 
@@ -263,13 +267,14 @@ class StrategyContract:
         second = drive(make_strategy(), problem, batch=2)
         assert _trace(first) == _trace(second)
 
-    def test_resume_replays_exactly(self, make_strategy: Callable[..., Strategy]) -> None:
+    @pytest.mark.parametrize("batch", [1, 3])
+    def test_resume_replays_exactly(self, make_strategy: Callable[..., Strategy], batch: int) -> None:
         problem = self.problem(make_strategy)
-        full = drive(make_strategy(), problem)
+        full = drive(make_strategy(), problem, batch=batch)
         k = max(1, len(full) // 2)
-        partial = drive(make_strategy(), problem, stop_after=k)
+        partial = drive(make_strategy(), problem, batch=batch, stop_after=k)
         assert _trace(partial) == _trace(full[:k])
-        resumed = drive(make_strategy(), problem, stored=partial)
+        resumed = drive(make_strategy(), problem, batch=batch, stored=partial)
         assert _trace(resumed) == _trace(full)
 
     def test_failed_results_never_raise(self, make_strategy: Callable[..., Strategy]) -> None:

@@ -1,0 +1,46 @@
+"""``hwsearch costmodels [PATTERN]``: the registered cost models (add ``COSTMODELS_COMMAND`` to the CLI)."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["COSTMODELS_COMMAND"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Command:
+    """Same shape as :class:`hwsearch.commands.Command`; importing that here would be circular
+    (``hwsearch.commands`` imports this module)."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def _add(p: argparse.ArgumentParser) -> None:
+    p.add_argument("pattern", nargs="?", default=None, help="fnmatch wildcard, e.g. 'meas*' (default: all)")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from costmodels import COST_MODELS
+
+    names = COST_MODELS.list(args.pattern)
+    if not names:
+        print(f"no cost model matches '{args.pattern}' (run `hwsearch costmodels` for all)")
+        return 0
+    width = max(len(n) for n in names)
+    for name in names:
+        cls = COST_MODELS.get(name)
+        summary = (inspect.getdoc(cls) or "").splitlines()[0] if inspect.getdoc(cls) else ""
+        params = ", ".join(p for p in inspect.signature(cls).parameters)
+        print(f"{name:<{width}}  {summary}")
+        print(f"{'':<{width}}  parameters: {params}")
+    return 0
+
+
+COSTMODELS_COMMAND = _Command(name="costmodels", help="list the registered cost models and their parameters",
+                              add_arguments=_add, run=_run)

@@ -1,0 +1,42 @@
+"""``hwsearch compare``: several strategies, same budget, same evaluations, one table and one plot."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from hwsearch.commands._base import Command, add_study_argument, study_from_args
+from hwsearch.commands._search_options import add_search_options, axes_from_args, constraints_from_args, rates_from_args
+
+DEFAULT = "prioritized,sensitivity,tpe,knapsack,nsga2,random"
+
+
+def _add(p: argparse.ArgumentParser) -> None:
+    add_study_argument(p)
+    p.add_argument("--strategies", default=DEFAULT, help=f"comma-separated strategy names (default {DEFAULT})")
+    p.add_argument("--eval-budget", type=int, default=120, metavar="N",
+                   help="accuracy evaluations per strategy, sensitivity profile included where used (default 120)")
+    add_search_options(p)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from hwsearch.search import compare
+
+    study = study_from_args(args)
+    names = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    out = args.out if args.out is not None else Path("runs") / f"{study.name}-compare"
+    frame, runs = compare(study, strategies=names, eval_budget=args.eval_budget, constraints=constraints_from_args(args),
+                          workers=args.workers, ray_address=args.ray_address, seed=args.seed, out=out,
+                          resume=args.resume, axes=axes_from_args(args), rates=rates_from_args(args),
+                          criterion=args.criterion, eval_subset=args.eval_subset, sensitivity_file=args.sensitivity,
+                          progress=not args.quiet)
+    with pd.option_context("display.width", 200, "display.float_format", "{:.3f}".format):
+        print(frame.to_string(index=False))
+    print(f"\nwrote {out / 'comparison.csv'}, {out / 'comparison.png'} and one run directory per strategy")
+    return 130 if any(r.interrupted for r in runs) else 0
+
+
+COMPARE = Command(name="compare", help="compare strategies under the same budget and number of evaluations",
+                  add_arguments=_add, run=_run)

@@ -1,0 +1,39 @@
+"""``hwsearch sensitivity``: each searched group alone at each rate: accuracy and size (NNI/Distiller CSVs)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from hwsearch.commands._base import Command, add_study_argument, study_from_args
+from hwsearch.commands._search_options import add_search_options, axes_from_args, rates_from_args
+
+
+def _add(p: argparse.ArgumentParser) -> None:
+    add_study_argument(p)
+    add_search_options(p, budgets=False)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from hwsearch.runners import make_runner
+    from hwsearch.search import prepare
+    from hwsearch.sensitivity_run import ensure_sensitivity
+
+    study = study_from_args(args)
+    out = args.out if args.out is not None else Path("runs") / f"{study.name}-sensitivity"
+    setup = prepare(study, axes=axes_from_args(args), rates=rates_from_args(args), criterion=args.criterion,
+                    eval_subset=args.eval_subset, run_dir=out, storage=args.storage, progress=not args.quiet)
+    with make_runner(args.workers, args.ray_address) as runner:
+        runner.start(setup.spec)
+        table = ensure_sensitivity(setup, runner, file=args.sensitivity, progress=not args.quiet)
+    with pd.option_context("display.width", 200, "display.max_rows", None, "display.float_format", "{:.2f}".format):
+        print(f"baseline top-1 {setup.baseline.accuracy:.2f} % on {setup.study.data.eval_split}")
+        print(table.to_wide_frame().to_string())
+    print(f"\nwrote {out / 'sensitivity.csv'} (layer x rate), {out / 'sensitivity_long.csv'}, {out / 'sensitivity.png'}")
+    return 0
+
+
+SENSITIVITY = Command(name="sensitivity", help="per-group sensitivity: accuracy and size at each pruning rate",
+                      add_arguments=_add, run=_run)
