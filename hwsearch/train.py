@@ -63,6 +63,7 @@ def train_model(
     epochs: int | None = None,
     out: str | Path | None = None,
     train_limit: int | None = None,
+    eval_limit: int | None = None,
     progress: bool = True,
 ) -> tuple[nn.Module, TrainResult]:
     """Train ``study.model`` from random init on the study's train split; save the best epoch.
@@ -72,6 +73,7 @@ def train_model(
         epochs: overrides ``study.train.epochs``.
         out: checkpoint path to write (None: do not save).
         train_limit: train on only the first N samples of the train split (for quick checks).
+        eval_limit: measure val/test top-1 on seeded subsets of N samples (for quick checks).
         progress: show a progress bar.
 
     Returns:
@@ -88,8 +90,8 @@ def train_model(
     train_ds = study_dataset(study, spec.train_split)
     if train_limit is not None:
         train_ds = torch.utils.data.Subset(train_ds, range(min(train_limit, len(train_ds))))  # type: ignore[arg-type]
-    val_ds = study_dataset(study, study.data.eval_split)
-    test_ds = study_dataset(study, study.data.test_split)
+    val_ds = study_dataset(study, study.data.eval_split, subset=eval_limit)
+    test_ds = study_dataset(study, study.data.test_split, subset=eval_limit)
     train_loader = _loader(train_ds, spec.batch_size, shuffle=True, seed=spec.seed)
     aug_gen = torch.Generator().manual_seed(spec.seed + 1)
 

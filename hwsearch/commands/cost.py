@@ -34,7 +34,8 @@ def _run(args: argparse.Namespace) -> int:
     from hwsearch.data import make_loader
     from hwsearch.errors import UserError
     from hwsearch.loading import load_study_model, study_dataset
-    from hwsearch.pruning import PlanError, PruningPlan, prune, validate_plan, groups_of
+    from costmodels import plan_widths
+    from hwsearch.pruning import PlanError, PruningPlan, groups_of, prune, resolve_plan
 
     study = study_from_args(args)
     dtype = args.dtype or study.constraints.dtype
@@ -44,9 +45,11 @@ def _run(args: argparse.Namespace) -> int:
     need_model = args.sops or args.measured or args.latency
     loaded = load_study_model(study) if need_model or plan is not None else None
     model = loaded.model if loaded else None
+    widths = None
     if plan is not None and model is not None:
-        validate_plan(plan, groups_of(model))
-    widths = plan.counts() if plan else None
+        groups = groups_of(model)
+        plan = resolve_plan(model, plan, groups)  # exact indices: which blocks go matters for the costs
+        widths = plan_widths(groups, plan)
     rates, batches = None, None
     if args.sops:
         batches = list(islice(make_loader(study_dataset(study, study.data.eval_split), study.data.batch_size), args.sops))

@@ -15,7 +15,7 @@ from hwsearch.train import random_shift, train_model
 def _quick(study_path: Path, out: Path | None, seed: int = 0):
     study = load_study(study_path)
     study = study.replace(train=dataclasses.replace(study.train, seed=seed, batch_size=16))
-    return train_model(study, epochs=1, out=out, train_limit=48, progress=False)
+    return train_model(study, epochs=1, out=out, train_limit=48, eval_limit=24, progress=False)
 
 
 def test_same_seed_same_weights_and_official_format(demo_study_path: Path, tmp_path: Path) -> None:

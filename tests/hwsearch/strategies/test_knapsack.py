@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -216,6 +217,26 @@ def test_higher_order_interaction_beyond_the_enumeration_limit_is_refused() -> N
                                                 "level combinations > max_enumeration 30"):
         s.ask(1)
     assert issubclass(NonSeparableError, UserError)
+
+
+def test_byte_rounding_in_the_cost_model_is_tolerated_and_reported() -> None:
+    space, single, predict, _ = _random_instance(2)
+
+    def rounded(lv: Mapping[str, int]) -> dict[str, float]:  # activation bytes rounded up once for the whole model
+        costs = predict(lv)
+        kept = sum(v.levels[lv.get(v.name, 0)] for v in space.variables)
+        return {**costs, "act_mb": math.ceil(kept * 100_000 / 3) / 1e6}
+
+    base, low = rounded({})["act_mb"], rounded(space.max_levels())["act_mb"]
+    budget = (base + low) / 2
+    p = Problem(space=space, constraints=Constraints(act_mb=budget), baseline_accuracy=BASE_ACC,
+                baseline_costs=rounded({}), predict=rounded, sensitivity=_table(space, single, rounded))
+    s = KnapsackMILP(k=3)
+    s.setup(p)
+    assert len(s.ask(10)) == 3
+    assert 0 < s.model_error["act_mb"] <= 4e-6 and s.interactions == []
+    assert any("act_mb model is within" in n for n in s.notes())
+    assert all(rounded(r.levels)["act_mb"] <= budget for r in s.solutions)
 
 
 def test_eval_budget_truncates_the_batch() -> None:
