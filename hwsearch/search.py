@@ -9,12 +9,10 @@ with ``resume=True`` by replaying the stored results through a fresh strategy of
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
