@@ -32,7 +32,7 @@ def ensure_sensitivity(setup: Any, runner: Runner, *, file: str | Path | None = 
     The profile evaluations are stored like any other (study ``sensitivity`` of the run's storage), so an
     interrupted profiling resumes, and the table is saved as ``sensitivity.json`` (+ CSV and PNG).
     """
-    from hwsearch.search import run_strategy
+    from hwsearch.driver import run_strategy
     from hwsearch.sensitivity import SensitivityTable
     from hwsearch.strategies._profile import ProfileAll
 

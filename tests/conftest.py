@@ -19,3 +19,14 @@ def official_tiny() -> Path:
 @pytest.fixture(scope="session")
 def demo_study_path() -> Path:
     return DEMO_STUDY
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for the whole test session (starting Ray takes seconds)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -22,7 +22,7 @@ def _add(p: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from hwsearch.search import compare
+    from hwsearch.driver import compare
 
     study = study_from_args(args)
     names = [s.strip() for s in args.strategies.split(",") if s.strip()]

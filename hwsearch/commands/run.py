@@ -20,7 +20,7 @@ def _add(p: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from hwsearch.search import search
+    from hwsearch.driver import search
     from hwsearch.strategies import STRATEGIES
 
     STRATEGIES.get(args.strategy)  # unknown names fail before any work

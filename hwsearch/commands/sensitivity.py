@@ -18,7 +18,7 @@ def _run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from hwsearch.runners import make_runner
-    from hwsearch.search import prepare
+    from hwsearch.driver import prepare
     from hwsearch.sensitivity_run import ensure_sensitivity
 
     study = study_from_args(args)

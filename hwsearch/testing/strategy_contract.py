@@ -13,7 +13,7 @@ identically configured strategies (like Optuna's ``optuna/testing/pytest_sampler
 The tests run on :func:`toy_problem`, a 4-variable x 4-level space (256 candidates) with a closed-form
 linear cost model and a closed-form accuracy (:func:`toy_accuracy`), so the feasible region under any
 budget is known by enumeration (:func:`feasible_region`). :func:`drive` is the search driver's loop
-(``hwsearch.search.run_strategy``) without storage or runners: ask up to the free slots, answer a
+(``hwsearch.driver.run_strategy``) without storage or runners: ask up to the free slots, answer a
 repeated candidate at once, evaluate the rest one at a time (or take an earlier run's stored result, in
 the same turn, which is how a resumed run replays) and tell each result.
 """

@@ -1,0 +1,146 @@
+"""The search driver end to end on the demo study: outputs, budget check, resume after SIGKILL, Ray."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import hwsearch
+from hwsearch.errors import UserError
+from hwsearch.evaluation import EvaluatorSpec
+from hwsearch.results import Candidate
+from hwsearch.runners import RayRunner, SerialRunner
+from hwsearch.driver import prepare, run_strategy
+from hwsearch.strategies import create_strategy
+
+QUICK = dict(rates=(0.25, 0.5), eval_subset=60, progress=False)
+
+
+@pytest.fixture(scope="module")
+def setup(demo_study_path: Path, tmp_path_factory: pytest.TempPathFactory):
+    return prepare(demo_study_path, constraints={"param_mb": 0.6, "max_acc_drop": 5.0},
+                   run_dir=tmp_path_factory.mktemp("run"), rates=(0.25, 0.5), eval_subset=60, progress=False)
+
+
+def test_search_writes_every_output(demo_study_path: Path, tmp_path: Path) -> None:
+    res = hwsearch.search(demo_study_path, strategy="random", trials=4, out=tmp_path / "r", seed=1,
+                          constraints={"param_mb": 0.62, "max_acc_drop": 50.0}, **QUICK)
+    assert len(res.results) == 4 and isinstance(res.trials, pd.DataFrame) and len(res.trials) == 4
+    for name in ("trials.csv", "pareto.csv", "pareto.png", "report.md", "optuna.journal"):
+        assert (tmp_path / "r" / name).is_file(), name
+    trials = pd.read_csv(tmp_path / "r" / "trials.csv")
+    assert {"accuracy", "param_mb", "macs_g", "act_mb", "feasible"} <= set(trials.columns)
+    assert any(c.startswith("rate:block.0.mlp.hidden") for c in trials.columns)
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert report.index("## Requested vs achieved") < report.index("## Run")
+    if res.best is not None:
+        assert (tmp_path / "r" / "best" / "model.pth").is_file()
+        assert res.best.costs["param_mb"] <= 0.62 and res.best.acc_drop <= 50.0
+        pruned_params = sum(p.numel() for p in res.best_model.parameters())
+        assert pruned_params == res.best.costs["params"]  # the cost model predicted the pruned model exactly
+
+
+def test_unreachable_budget_fails_before_any_evaluation(demo_study_path: Path, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"budget param_mb 0.01 MB is below the smallest reachable model .* raise --budget-mb"):
+        hwsearch.search(demo_study_path, strategy="random", trials=2, out=tmp_path / "u",
+                        constraints={"param_mb": 0.01}, **QUICK)
+    assert not (tmp_path / "u" / "optuna.journal").exists()
+
+
+def test_existing_run_needs_resume(demo_study_path: Path, tmp_path: Path) -> None:
+    kw = dict(strategy="random", trials=2, out=tmp_path / "r", constraints={"param_mb": 0.62}, **QUICK)
+    first = hwsearch.search(demo_study_path, **kw)
+    with pytest.raises(UserError, match="pass --resume"):
+        hwsearch.search(demo_study_path, **kw)
+    again = hwsearch.search(demo_study_path, resume=True, **kw)  # nothing new to evaluate: replayed
+    assert [r.candidate.key for r in again.results] == [r.candidate.key for r in first.results]
+    assert [r.accuracy for r in again.results] == [r.accuracy for r in first.results]
+
+
+def _journal_trials(path: Path) -> int:
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    if not path.exists():
+        return 0
+    storage = JournalStorage(JournalFileBackend(str(path)))
+    try:
+        return len(optuna.load_study(study_name="random", storage=storage).get_trials(deepcopy=False))
+    except KeyError:
+        return 0
+
+
+def test_sigkill_then_resume_keeps_every_finished_trial(demo_study_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "k"
+    cmd = [sys.executable, "-m", "hwsearch.cli", "run", "--study", str(demo_study_path), "--strategy", "random",
+           "--trials", "8", "--rates", "0.25,0.5", "--eval-subset", "60", "--budget-mb", "0.62", "--out", str(out), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    journal = out / "optuna.journal"
+    deadline = time.time() + 240
+    while _journal_trials(journal) < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = _journal_trials(journal)
+    assert 3 <= before < 8, "the run must be killed mid-way"
+    from hwsearch.storage import ResultStore, open_storage
+
+    setup_ = prepare(demo_study_path, constraints={"param_mb": 0.62}, run_dir=out, rates=(0.25, 0.5), eval_subset=60,
+                     progress=False)
+    kept = [r.candidate.key for r in ResultStore(open_storage(out), "random", setup_.space).results()]
+    res = hwsearch.search(demo_study_path, strategy="random", trials=8, out=out, resume=True,
+                          constraints={"param_mb": 0.62}, **QUICK)
+    assert len(res.results) == 8
+    assert kept == [r.candidate.key for r in res.results[: len(kept)]]  # earlier trials replayed, in order
+    assert _journal_trials(journal) == 8  # nothing evaluated twice
+
+
+@pytest.mark.ray
+def test_ray_and_serial_runners_give_the_same_trials(setup, ray_session, tmp_path: Path) -> None:
+    def run(runner, name):
+        from dataclasses import replace
+
+        s = replace(setup, run_dir=tmp_path / name)
+        with runner:
+            runner.start(s.spec)
+            results, _ = run_strategy(s, create_strategy("tpe", seed=3, n_startup_trials=2), runner,
+                                      study_name="tpe", eval_budget=5, progress=False)
+        return [(r.candidate.key, r.accuracy) for r in results]
+
+    serial = run(SerialRunner(capacity=2), "serial")
+    parallel = run(RayRunner(workers=2), "ray")
+    assert serial == parallel and len(serial) == 5
+
+
+@pytest.mark.ray
+def test_a_killed_ray_worker_fails_only_its_candidate(setup, ray_session) -> None:
+    from dataclasses import replace
+
+    spec: EvaluatorSpec = replace(setup.spec, allow_fault_injection=True)
+    v = setup.space.variables
+    cands = [Candidate(levels={v[-1].name: 1}), Candidate(levels={v[-2].name: 1}, tag="fault:exit"),
+             Candidate(levels={v[-3].name: 1}), Candidate(levels={v[-4].name: 1}, tag="fault:raise")]
+    with RayRunner(workers=2) as runner:
+        runner.start(spec)
+        results = []
+        for c in cands:
+            while not runner.free_slots():
+                results.append(runner.next_result())
+            runner.submit(c)
+        while runner.in_flight():
+            results.append(runner.next_result())
+        after = None
+        runner.submit(Candidate(levels={v[-1].name: 2}))  # the restarted worker still evaluates
+        after = runner.next_result()
+    status = {r.candidate.tag or r.candidate.key: r.status for r in results}
+    assert status["fault:exit"] == "failed" and status["fault:raise"] == "failed"
+    assert [r.status for r in results if not r.candidate.tag] == ["ok", "ok"]
+    assert "died" in next(r.error for r in results if r.candidate.tag == "fault:exit")
+    assert after.status == "ok"
