@@ -29,7 +29,7 @@ def ensure_sensitivity(setup: Any, runner: Runner, *, file: str | Path | None = 
                        progress: bool = True) -> Any:
     """The sensitivity table of ``setup``: loaded from ``file`` or the run dir when it matches, else computed.
 
-    The profile evaluations are stored like any other (study ``sensitivity`` of the run's storage), so an
+    The profile evaluations are stored like any other (study ``profile`` of the run's storage), so an
     interrupted profiling resumes, and the table is saved as ``sensitivity.json`` (+ CSV and PNG).
     """
     from hwsearch.driver import run_strategy
@@ -47,12 +47,13 @@ def ensure_sensitivity(setup: Any, runner: Runner, *, file: str | Path | None = 
             if file:
                 raise UserError(f"sensitivity table {path} was made for another checkpoint, split or rate grid; "
                                 "drop --sensitivity to recompute it")
-    results, interrupted = run_strategy(setup, ProfileAll(), runner, study_name="sensitivity", resume=True,
+    results, interrupted = run_strategy(setup, ProfileAll(), runner, study_name="profile", resume=True,
                                         progress=progress)
     if interrupted:
         raise KeyboardInterrupt
     ok: list[Result] = list(results)
-    table = SensitivityTable.from_results(setup.space, ok, float(setup.baseline.accuracy), meta)
+    table = SensitivityTable.from_results(setup.space, ok, float(setup.baseline.accuracy), meta,
+                                         baseline_costs=dict(setup.baseline.costs))
     setup.run_dir.mkdir(parents=True, exist_ok=True)
     table.save(setup.run_dir / SENSITIVITY_FILE)
     table.to_wide_frame().to_csv(setup.run_dir / "sensitivity.csv")

@@ -4,17 +4,23 @@
    the sensitivity table's grid, else 0.1 ... 0.9), one batch. :attr:`PSViTSensitivity.uniform_curve`
    keeps the global trade-off curve (rate, accuracy, drop, memory saving, feasible).
 2. **Sensitivity**: ``problem.sensitivity``, or profiled here (tag ``profile``).
-3. **Fine-grained** (tag ``fine``), **choices**: a per-layer drop threshold ``t`` picks, for every
-   variable, its largest level whose *individual* drop is <= ``t`` (none: unpruned); the choice only
-   changes at the table's drop values, so the thresholds tried are the distinct finite single-variable
-   drops <= ``base`` (``base = max_acc_drop``; without one, the largest finite drop), strongest first,
-   keeping only those whose choice meets every cost budget (exact prediction) and differs from the
-   previous one. Lowering ``t`` prunes less (per variable, monotonically). The search, one candidate at a
-   time: ask the strongest (``t = base``, PSViT's first try); if its combined drop is within
-   ``max_acc_drop`` stop. Else relax: ask the mildest; if even that fails, stop (none passes). Else bisect
-   between the last failing and the first passing threshold until they are adjacent:
+3. **Fine-grained** (tag ``fine``), **choices**: a per-layer drop threshold ``t`` and a rate cap ``c``
+   pick, for every variable, its largest level whose *individual* drop is <= ``t`` and whose realised
+   rate is <= ``c`` (none: unpruned). The options, ordered from strongest to mildest (each per variable
+   no stronger than the one before, so the combined drop is expected to fall along the list):
+
+   * **threshold relaxation** (PSViT's rule, no cap): ``t`` over the distinct finite single-variable
+     drops <= ``base`` (``base = max_acc_drop``; without one, the largest finite drop), descending;
+   * then **rate relaxation** at the mildest threshold: ``c`` over the distinct realised rates,
+     descending. Single-layer profiles call many layers free (drop <= 0 at 90% on a small evaluation
+     subset), and their sum is not; capping the rate relaxes those until the budget binds.
+
+   Options that miss a cost budget (exact prediction) or repeat the previous choice are left out. The
+   search, one candidate at a time: ask the strongest (``t = base``, PSViT's first try); if its combined
+   drop is within ``max_acc_drop`` stop. Else relax: ask the mildest; if even that fails, stop (none
+   passes). Else bisect between the last failing and the first passing option until they are adjacent:
    :attr:`PSViTSensitivity.fine_levels` is the strongest passing choice (the most compression within the
-   drop), found in about ``2 + log2(#thresholds)`` evaluations.
+   drop), found in about ``2 + log2(#options)`` evaluations.
 
 The answer is :meth:`best`: the most accurate feasible result among the uniform and fine-grained ones
 (and the profile's, which are real measurements too).
@@ -50,9 +56,10 @@ class UniformPoint:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FineStep:
-    """One fine-grained attempt (step 3): the threshold, the per-variable levels it chose, the outcome."""
+    """One fine-grained attempt (step 3): threshold and rate cap, the levels they chose, the outcome."""
 
     threshold: float
+    cap: float = 1.0
     levels: dict[str, int] = field(default_factory=dict)
     measured_drop: float = math.inf
     feasible: bool = False
@@ -92,7 +99,7 @@ class PSViTSensitivity(StepwiseStrategy):
     def _steps(self) -> Steps:
         yield from self._uniform()
         table = yield from self._sensitivity()
-        options = self.thresholds(table)
+        options = self.options(table)
         if not options:
             self._notes.append("fine-grained: no per-layer threshold gives a choice that meets the budgets; "
                                + ("the best uniform or profiled result stands" if self.best() else
@@ -112,43 +119,56 @@ class PSViTSensitivity(StepwiseStrategy):
                     lo = mid
             strongest = hi
         if strongest is not None:
-            t, levels = options[strongest]
-            self.fine_levels = dict(levels)
-            self._notes.append(f"fine-grained: per-layer threshold {t:.3g} is the strongest of {n} within the max "
-                               f"drop ({len(self.fine_steps)} tried by bisection); {self.describe_costs(levels)}")
+            opt = options[strongest]
+            self.fine_levels = dict(opt.levels)
+            cap = f", rate cap {opt.cap:.3g}" if opt.cap < 1.0 else ""
+            self._notes.append(f"fine-grained: per-layer threshold {opt.threshold:.3g}{cap} is the strongest of {n} "
+                               f"options within the max drop ({len(self.fine_steps)} tried by bisection); "
+                               f"{self.describe_costs(opt.levels)}")
         else:
             self._notes.append("fine-grained: even the mildest per-layer choice that meets the budgets exceeds the "
                                "max drop; " + ("the best uniform or profiled result stands" if self.best() else
                                                "no feasible plan found; raise the budget or the max drop"))
 
-    def _try(self, option: tuple[float, dict[str, int]]) -> Generator[list[Candidate], Answers, bool]:
-        """Ask one threshold's combined candidate; whether its drop is within the max drop."""
-        t, levels = option
-        cand = Candidate(levels=levels, tag="fine")
+    def _try(self, option: FineStep) -> Generator[list[Candidate], Answers, bool]:
+        """Ask one option's combined candidate; whether its drop is within the max drop."""
+        cand = Candidate(levels=option.levels, tag="fine")
         drop = self.measured_drop((yield [cand])[cand.key])
         ok = drop <= self.max_drop()
-        self.fine_steps.append(FineStep(threshold=t, levels=dict(cand.levels), measured_drop=drop, feasible=ok))
+        self.fine_steps.append(FineStep(threshold=option.threshold, cap=option.cap, levels=dict(cand.levels),
+                                        measured_drop=drop, feasible=ok))
         return ok
 
-    def thresholds(self, table: SensitivityTable) -> list[tuple[float, dict[str, int]]]:
-        """The (threshold, levels) choices step 3 searches, strongest first (see the module docstring)."""
+    def options(self, table: SensitivityTable) -> list[FineStep]:
+        """The choices step 3 searches, strongest first (see the module docstring); outcomes unset."""
         p = self.problem
         finite = sorted({float(e.acc_drop) for e in table.entries
                          if e.acc_drop is not None and math.isfinite(e.acc_drop)}, reverse=True)
-        if not finite:
+        base = self.max_drop() if math.isfinite(self.max_drop()) else (finite[0] if finite else 0.0)
+        thresholds = [d for d in finite if d <= base]
+        if not thresholds:
             return []
-        base = self.max_drop() if math.isfinite(self.max_drop()) else finite[0]
-        per_var = {v.name: [(e.level, float(e.acc_drop)) for e in table.entries
+        per_var = {v.name: [(e.level, float(e.acc_drop), e.rate) for e in table.entries
                             if e.variable == v.name and e.acc_drop is not None] for v in p.space.variables}
-        out: list[tuple[float, dict[str, int]]] = []
-        for t in (d for d in finite if d <= base):
-            levels = {name: max(lv for lv, d in pairs if d <= t)
-                      for name, pairs in per_var.items() if any(d <= t for _, d in pairs)}
-            if out and out[-1][1] == levels:
-                continue
-            if p.cost_feasible(levels):
-                out.append((t, levels))
-        return out
+
+        def choose(t: float, cap: float) -> dict[str, int]:
+            out = {}
+            for name, rows in per_var.items():
+                ok = [lv for lv, d, r in rows if d <= t and r <= cap + 1e-12]
+                if ok:
+                    out[name] = max(ok)
+            return out
+
+        rates = sorted({r for rows in per_var.values() for _, _, r in rows}, reverse=True)
+        steps = [(t, 1.0) for t in thresholds] + [(thresholds[-1], c) for c in rates[1:]]
+        options: list[FineStep] = []
+        previous: dict[str, int] | None = None
+        for t, cap in steps:
+            levels = choose(t, cap)
+            if levels != previous and levels and p.cost_feasible(levels):
+                options.append(FineStep(threshold=t, cap=cap, levels=levels))
+            previous = levels
+        return options
 
     def _uniform(self) -> Steps:
         p = self.problem

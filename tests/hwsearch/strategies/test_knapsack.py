@@ -244,3 +244,14 @@ def test_eval_budget_truncates_the_batch() -> None:
     s = KnapsackMILP(k=5)
     s.setup(_problem(space, predict, budget, _table(space, single, predict), eval_budget=2))
     assert len(s.ask(10)) == 2 and s.ask(10) == [] and s.finished()
+
+
+def test_ties_in_predicted_loss_go_to_the_least_pruning() -> None:
+    # every level is free (loss 0): without a tie-break any choice within the budget is optimal
+    loss = [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]
+    cost = [[0.0, -1.0, -2.0], [0.0, -1.0, -2.0, -3.0]]
+    rates = [[0.0, 0.3, 0.6], [0.0, 0.2, 0.4, 0.6]]
+    sols = solve_milp(loss, {"mb": cost}, {"mb": -2.0}, tiebreak=rates, k=3)
+    # total rate among choices saving >= 2: (0,2) 0.4, (1,1) 0.5, (2,0) 0.6, (0,3) 0.6, ...
+    assert [s.choice for s in sols][:2] == [(0, 2), (1, 1)]
+    assert all(s.objective == 0.0 for s in sols)

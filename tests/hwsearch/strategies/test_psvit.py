@@ -91,11 +91,13 @@ def test_uniform_then_bisection_over_per_layer_thresholds() -> None:
         ("uniform", {"A": 1, "B": 1, "C": 1}), ("uniform", {"A": 2, "B": 2, "C": 2}), ("uniform", {"A": 3, "B": 3, "C": 3}),
         ("fine", {"A": 2, "B": 3, "C": 2}), ("fine", {"A": 1, "B": 2}), ("fine", {"A": 2, "B": 2, "C": 1}),
         ("fine", {"A": 1, "B": 2, "C": 1})]
-    assert [t for t, _ in s.thresholds(s.table)] == [1.6, 1.2, 0.9, 0.8, 0.5]
+    # t = 0.4 and 0.2 miss the budget, and so does every rate cap at t = 0.2 ({B1} -> {})
+    assert [(o.threshold, o.cap) for o in s.options(s.table)] == [(1.6, 1.0), (1.2, 1.0), (0.9, 1.0), (0.8, 1.0),
+                                                                  (0.5, 1.0)]
     assert [(st.threshold, st.feasible) for st in s.fine_steps] == [(1.6, False), (0.5, True), (0.9, False), (0.8, True)]
     assert s.fine_steps[0].measured_drop == pytest.approx(4.7)
     assert s.fine_levels == {"A": 1, "B": 2, "C": 1} and s.finished()
-    assert any(n.startswith("fine-grained: per-layer threshold 0.8 is the strongest of 5") for n in s.notes())
+    assert any(n.startswith("fine-grained: per-layer threshold 0.8 is the strongest of 5 options") for n in s.notes())
     # the uniform curve: rate 0.2 is feasible (drop 1.4, 2.16M params)
     assert [(pt.rate, pt.feasible) for pt in s.uniform_curve] == [(0.2, True), (0.4, False), (0.6, False)]
     assert s.uniform_curve[0].mem_saving == pytest.approx(1 - 2.16 / 2.6)
@@ -124,6 +126,40 @@ def test_no_choice_within_the_drop_leaves_the_uniform_result_or_nothing() -> Non
     assert [dict(c.levels) for c in asked if c.tag == "fine"] == [{"A": 2, "B": 3, "C": 2}]
     assert s.fine_levels is None and s.best() is None
     assert any("no feasible plan found" in n for n in s.notes())
+
+
+def test_rate_cap_relaxes_layers_the_profile_calls_free() -> None:
+    # The profile (a small, noisy subset) calls A free at every level; really A at level 3 costs 2.5 points.
+    single = {"A": (0.0, 0.0, 0.0), "B": SINGLE["B"], "C": SINGLE["C"]}
+
+    def drop_profile(levels: Mapping[str, int]) -> float:
+        d = sum(single[n][lv - 1] for n, lv in levels.items() if lv)
+        return d + (1.0 if sum(lv >= 2 for lv in levels.values()) >= 2 else 0.0)
+
+    def drop_cap(levels: Mapping[str, int]) -> float:
+        return drop_profile(levels) + (2.5 if levels.get("A", 0) >= 3 else 0.0)
+
+    results = [Result(candidate=c, status="ok", accuracy=BASE_ACC - drop_profile(c.levels),
+                      acc_drop=drop_profile(c.levels), costs=predict(c.levels)) for c in sensitivity_candidates(SPACE)]
+    t = SensitivityTable.from_results(SPACE, results, BASE_ACC, SensitivityMeta(model="toy", rates=(0.2, 0.4, 0.6)),
+                                      baseline_costs=predict({}))
+    p = problem(2_200_000, sensitivity=t)
+    s = PSViTSensitivity()
+    s.setup(p)
+    asked = []
+    while cands := s.ask(1):
+        for c in cands:
+            asked.append(c)
+            d = drop_cap(c.levels)
+            s.tell(c, Result(candidate=c, status="ok", accuracy=BASE_ACC - d, acc_drop=d, costs=predict(c.levels),
+                             violations=p.constraints.violations(predict(c.levels), d)))
+    # thresholds 1.6 .. 0.0 all keep A at level 3 (drops 6.3, 5.5, 4.8, 4.0, 2.7, 2.5); capping the rate at
+    # 0.4 at t = 0 gives {A2} (2.2M params, drop 0); the cap 0.2 ({A1}, 2.4M) misses the budget.
+    assert [(o.threshold, o.cap, o.levels) for o in s.options(t)][-2:] == [(0.0, 1.0, {"A": 3}), (0.0, 0.4, {"A": 2})]
+    assert [(st.threshold, st.cap, st.feasible) for st in s.fine_steps] == [
+        (1.6, 1.0, False), (0.0, 0.4, True), (0.5, 1.0, False), (0.2, 1.0, False), (0.0, 1.0, False)]
+    assert s.fine_levels == {"A": 2}
+    assert any("rate cap 0.4 is the strongest of 7 options" in n for n in s.notes())
 
 
 def test_profiles_between_uniform_and_fine_without_a_table() -> None:
