@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
+from hwsearch.progress import progress_bar
 
 from hwsearch.errors import UserError
 from hwsearch.evaluation import Evaluator, EvaluatorSpec
@@ -148,7 +148,7 @@ def run_strategy(setup: SearchSetup, strategy: Strategy, runner: Runner, *, stud
     results: list[Result] = []
     queue: list[Candidate] = []  # asked, in order; evaluated (or cached) results are told in this order
     submitted: dict[str, int] = {}
-    bar = tqdm(total=eval_budget, desc=strategy.name, disable=not progress, unit="eval", leave=False)
+    bar = progress_bar(total=eval_budget, desc=strategy.name, enabled=progress, unit="eval", leave=False)
     best: Result | None = None
     interrupted = False
 

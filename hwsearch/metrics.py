@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import torch
 import torch.nn as nn
 from spikingjelly.activation_based import functional, monitor, neuron
-from tqdm.auto import tqdm
+from hwsearch.progress import progress_bar
 
 from hwsearch.study import DTYPE_BYTES
 
@@ -36,7 +36,7 @@ def top1_accuracy(
     """Top-1 accuracy in percent; neurons are reset before and after every batch."""
     model.eval()
     correct = seen = 0
-    bar = tqdm(batches, desc=desc, total=total, disable=not progress, leave=False, unit="batch")
+    bar = progress_bar(batches, desc=desc, total=total, enabled=progress, leave=False, unit="batch")
     for x, y in bar:
         functional.reset_net(model)
         logits = model(x)

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from spikingjelly.activation_based import functional
-from tqdm.auto import tqdm
+from hwsearch.progress import progress_bar
 
 from hwsearch.checkpoints import save_checkpoint
 from hwsearch.loading import study_dataset
@@ -102,7 +102,7 @@ def train_model(
         opt, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup)))
     )
     best_acc, best_epoch, best_state = -1.0, -1, copy.deepcopy(model.state_dict())
-    bar = tqdm(range(n_epochs), desc=f"train {study.model}", disable=not progress, unit="epoch")
+    bar = progress_bar(range(n_epochs), desc=f"train {study.model}", enabled=progress, unit="epoch")
     for epoch in bar:
         model.train()
         total_loss, n = 0.0, 0

@@ -6,6 +6,7 @@ from hwsearch.commands._base import Command
 from costmodels._command import COSTMODELS_COMMAND
 from hwsearch.commands.compare import COMPARE
 from hwsearch.commands.cost import COST
+from hwsearch.commands.criteria import CRITERIA_COMMAND
 from hwsearch.commands.evaluate import EVALUATE
 from hwsearch.commands.groups import GROUPS
 from hwsearch.commands.models import MODELS_COMMAND
@@ -15,6 +16,6 @@ from hwsearch.commands.sensitivity import SENSITIVITY
 from hwsearch.commands.strategies import STRATEGIES_COMMAND
 from hwsearch.commands.train import TRAIN
 
-COMMANDS: tuple[Command, ...] = (RUN, COMPARE, SENSITIVITY, MODELS_COMMAND, EVALUATE, TRAIN, GROUPS, PRUNE, COST, STRATEGIES_COMMAND, COSTMODELS_COMMAND)
+COMMANDS: tuple[Command, ...] = (RUN, COMPARE, SENSITIVITY, MODELS_COMMAND, EVALUATE, TRAIN, GROUPS, PRUNE, COST, STRATEGIES_COMMAND, COSTMODELS_COMMAND, CRITERIA_COMMAND)
 
 __all__ = ["COMMANDS", "Command"]

@@ -73,7 +73,7 @@ class RayRunner(Runner):
                                 "check --ray-address or use --workers 1") from None
             self._started_ray = True
         spec.threads = self.threads_per_worker
-        spec_ref = ray.put(spec)  # the weights and batches travel once
+        spec_ref = self._spec_ref = ray.put(spec)  # the weights and batches travel once; kept alive for restarts
         actor_cls = _actor_class()
         self._actors = [actor_cls.options(num_cpus=1).remote(spec_ref) for _ in range(self.workers)]
         ray.get([a.ready.remote() for a in self._actors])
@@ -126,6 +126,7 @@ class RayRunner(Runner):
             except Exception:  # noqa: BLE001 - already gone
                 pass
         self._actors = []
+        self._spec_ref = None
         if self._started_ray and ray.is_initialized():
             ray.shutdown()
             self._started_ray = False

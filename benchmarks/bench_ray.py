@@ -1,0 +1,74 @@
+"""Benchmark: candidate-evaluation throughput with Ray on 2 workers against serial (goal >= 1.7x).
+
+Evaluates the same N random candidates of the demo study serially (one process, torch's default
+threads) and on a RayRunner with 2 single-threaded workers; Ray start-up and the one-time shipping of
+the model to the object store are reported separately, not in the throughput.
+Run: ``.venv/bin/python benchmarks/bench_ray.py [--n 16] [--workers 2]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+
+def main() -> None:
+    import numpy as np
+    import torch
+
+    from hwsearch.driver import prepare
+    from hwsearch.results import Candidate
+    from hwsearch.runners import RayRunner, SerialRunner
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--study", default="studies/demo.toml")
+    ap.add_argument("--n", type=int, default=16)
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+    setup = prepare(args.study, run_dir="/tmp/hwsearch-bench-ray", progress=False)
+    rng = np.random.default_rng(0)
+    cands = [Candidate(levels={v.name: int(rng.integers(0, len(v.levels))) for v in setup.space.variables})
+             for _ in range(args.n)]
+
+    def throughput(runner) -> tuple[float, float, list[float]]:
+        t0 = time.perf_counter()
+        runner.start(setup.spec)
+        start_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        accs = []
+        for c in cands:
+            while not runner.free_slots():
+                accs.append(runner.next_result().accuracy)
+            runner.submit(c)
+        while runner.in_flight():
+            accs.append(runner.next_result().accuracy)
+        return args.n / (time.perf_counter() - t0), start_s, accs
+
+    default_threads = torch.get_num_threads()
+    setup.spec.threads = 1
+    with SerialRunner() as serial:  # one worker like each Ray worker: one thread
+        s1_rate, _, s1_acc = throughput(serial)
+    setup.spec.threads = default_threads
+    with SerialRunner() as serial:  # the serial default: torch's intra-op threads on every core
+        s_rate, _, s_acc = throughput(serial)
+    with RayRunner(workers=args.workers) as ray_runner:
+        r_rate, r_start, r_acc = throughput(ray_runner)
+    torch.set_num_threads(default_threads)
+    same = s_acc == r_acc == s1_acc
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    print(f"serial, 1 thread              {s1_rate:.2f} evaluations/s")
+    print(f"serial, {default_threads} threads (default)   {s_rate:.2f} evaluations/s")
+    print(f"ray, {args.workers} workers x 1 thread      {r_rate:.2f} evaluations/s (start-up {r_start:.1f} s, not counted)")
+    print(f"ray / serial(1 thread)        {r_rate / s1_rate:.2f}x")
+    print(f"ray / serial(default)         {r_rate / s_rate:.2f}x   (identical accuracies in all three: {same})")
+    print(json.dumps({"serial_1thread_eval_per_s": s1_rate, "serial_default_eval_per_s": s_rate,
+                      "serial_default_threads": default_threads, "ray_eval_per_s": r_rate,
+                      "ratio_vs_1thread": r_rate / s1_rate, "ratio_vs_default": r_rate / s_rate,
+                      "ray_startup_s": r_start, "n": args.n, "workers": args.workers, "same_results": same}))
+
+
+if __name__ == "__main__":
+    main()
