@@ -163,7 +163,7 @@ def run_strategy(setup: SearchSetup, strategy: Strategy, runner: Runner, *, stud
         if res.feasible and (best is None or (res.accuracy or 0) > (best.accuracy or 0)):
             best = res
         bar.update(1)
-        bar.set_postfix(best=f"{best.accuracy:.2f}" if best else "-", feasible=sum(r.feasible for r in results))
+        bar.set_postfix(best=f"{best.accuracy:.2f}" if best else "-", feasible=sum(r.feasible for r in results), refresh=False)
         if on_result:
             on_result(res)
 
@@ -243,20 +243,35 @@ def search(study: Study | str | Path | None = None, *, strategy: str = "prioriti
             table = ensure_sensitivity(setup, runner, file=sensitivity_file, resume=True, progress=progress)
         results, interrupted = run_strategy(setup, strat, runner, study_name=strategy, eval_budget=trials,
                                             resume=resume, progress=progress, sensitivity=table)
-    best = _best(results)
+    every = _with_profile(setup, results, table)
+    best = _best(every)  # the best feasible candidate of everything this run evaluated
     best_model, best_test = None, None
     if best is not None and not interrupted:
         best_model = setup.local.pruned_model(best.candidate)
         best_test = setup.local.accuracy(best_model, setup.test_batches)
     base_test = setup.local.accuracy(setup.local.model, setup.test_batches) if not interrupted else None
     profile = _profile_size(setup) if table is not None else 0
-    res = SearchResult(strategy=strategy, run_dir=setup.run_dir, baseline=setup.baseline, results=results, best=best,
+    res = SearchResult(strategy=strategy, run_dir=setup.run_dir, baseline=setup.baseline, results=every, best=best,
                        best_model=best_model, best_test_accuracy=best_test, baseline_test_accuracy=base_test,
-                       trials=trials_frame(results, setup.space), pareto=trials_frame(pareto_front(results), setup.space),
+                       trials=trials_frame(every, setup.space), pareto=trials_frame(pareto_front(every), setup.space),
                        seconds=time.perf_counter() - t0, evaluations=len(results) + profile, notes=strat.notes(),
                        interrupted=interrupted)
     write_outputs(setup, res)
     return res
+
+
+def _profile_results(setup: SearchSetup) -> list[Result]:
+    """The sensitivity-profile evaluations stored in this run (none when the table came from a file)."""
+    store = ResultStore(open_storage(setup.run_dir, setup.storage_url), "profile", setup.space)
+    return store.results()
+
+
+def _with_profile(setup: SearchSetup, results: list[Result], table: Any) -> list[Result]:
+    """Profile evaluations first, then the strategy's, renumbered: every evaluated candidate of the run."""
+    if table is None:
+        return results
+    merged = [*_profile_results(setup), *results]
+    return [replace(r, number=i) for i, r in enumerate(merged)]
 
 
 def _profile_size(setup: SearchSetup) -> int:
@@ -312,14 +327,15 @@ def compare(study: Study | str | Path | None = None, *, strategies: Sequence[str
             results, interrupted = run_strategy(setup, strat, runner, study_name=name, eval_budget=budget,
                                                 resume=resume, progress=progress, sensitivity=table if uses else None)
             seconds = time.perf_counter() - t0 + (prof_seconds if uses else 0.0)
-            best = _best(results)
+            every = _with_profile(setup, results, table if uses else None)
+            best = _best(every)
             sub = replace(setup, run_dir=out_dir / name)
             best_model = setup.local.pruned_model(best.candidate) if best is not None else None
             best_test = setup.local.accuracy(best_model, setup.test_batches) if best_model is not None else None
-            res = SearchResult(strategy=name, run_dir=sub.run_dir, baseline=setup.baseline, results=results, best=best,
+            res = SearchResult(strategy=name, run_dir=sub.run_dir, baseline=setup.baseline, results=every, best=best,
                                best_model=best_model, best_test_accuracy=best_test, baseline_test_accuracy=None,
-                               trials=trials_frame(results, setup.space),
-                               pareto=trials_frame(pareto_front(results), setup.space), seconds=seconds,
+                               trials=trials_frame(every, setup.space),
+                               pareto=trials_frame(pareto_front(every), setup.space), seconds=seconds,
                                evaluations=len(results) + (profile if uses else 0), notes=strat.notes(),
                                interrupted=interrupted)
             write_outputs(sub, res)

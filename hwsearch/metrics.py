@@ -43,7 +43,7 @@ def top1_accuracy(
         functional.reset_net(model)
         correct += int((logits.argmax(dim=1) == y).sum())
         seen += int(y.numel())
-        bar.set_postfix(top1=f"{100.0 * correct / seen:.2f}")
+        bar.set_postfix(top1=f"{100.0 * correct / seen:.2f}", refresh=False)
     if seen == 0:
         raise ValueError("top1_accuracy got no samples")
     return 100.0 * correct / seen

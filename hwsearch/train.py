@@ -120,7 +120,7 @@ def train_model(
         val = top1_accuracy(model, _loader(val_ds, 256, shuffle=False, seed=0))
         if val > best_acc:
             best_acc, best_epoch, best_state = val, epoch, copy.deepcopy(model.state_dict())
-        bar.set_postfix(loss=f"{total_loss / max(n, 1):.3f}", val=f"{val:.2f}", best=f"{best_acc:.2f}")
+        bar.set_postfix(loss=f"{total_loss / max(n, 1):.3f}", val=f"{val:.2f}", best=f"{best_acc:.2f}", refresh=False)
         log.info("epoch %d loss %.4f val %.2f", epoch, total_loss / max(n, 1), val)
     model.load_state_dict(best_state)
     model.eval()
