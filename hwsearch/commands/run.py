@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from hwsearch.commands._base import Command, add_study_argument, study_from_args
 from hwsearch.commands._search_options import add_search_options, axes_from_args, constraints_from_args, rates_from_args
@@ -14,22 +15,51 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strategy", default="prioritized", help="search strategy (default prioritized; see `hwsearch strategies`)")
     p.add_argument("--trials", type=int, default=None, metavar="N",
                    help="most accuracy evaluations (default: the strategy's own stopping rule)")
+    p.add_argument("--warm-start", type=Path, default=None, metavar="RUN_DIR",
+                   help="tpe/nsga2: evaluate the best feasible candidate of an earlier run first (Optuna enqueue_trial), "
+                        "e.g. the prioritized run's directory")
     add_search_options(p)
 
 
-def _run(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def warm_start_levels(run_dir: Path, space) -> list[dict[str, int]]:  # type: ignore[no-untyped-def]
+    """The best feasible candidate of an earlier run (its trials.csv), as levels of ``space``."""
+    import pandas as pd
 
-    from hwsearch.driver import search
+    from hwsearch.errors import UserError
+
+    path = run_dir / "trials.csv"
+    if not path.is_file():
+        raise UserError(f"--warm-start {run_dir}: no trials.csv there; pass the directory of a finished run")
+    trials = pd.read_csv(path)
+    ok = trials[trials["feasible"].astype(bool)]
+    if ok.empty:
+        raise UserError(f"--warm-start {run_dir}: that run has no feasible candidate to start from")
+    row = ok.sort_values("accuracy", ascending=False).iloc[0]
+    levels = {}
+    for v in space.variables:
+        col = f"rate:{v.name}"
+        if col not in row:
+            raise UserError(f"--warm-start {run_dir}: it searched other groups (no {col}); use a run of the same space")
+        levels[v.name] = min(range(len(v.rates)), key=lambda i: abs(v.rates[i] - float(row[col])))
+    return [levels]
+
+
+def _run(args: argparse.Namespace) -> int:
+    from hwsearch.driver import prepare, search
     from hwsearch.strategies import STRATEGIES
 
     STRATEGIES.get(args.strategy)  # unknown names fail before any work
     study = study_from_args(args)
     out = args.out if args.out is not None else Path("runs") / f"{study.name}-{args.strategy}"
-    res = search(study, strategy=args.strategy, constraints=constraints_from_args(args), trials=args.trials,
-                 workers=args.workers, ray_address=args.ray_address, seed=args.seed, out=out, storage=args.storage,
-                 resume=args.resume, axes=axes_from_args(args), rates=rates_from_args(args), criterion=args.criterion,
-                 eval_subset=args.eval_subset, sensitivity_file=args.sensitivity, progress=not args.quiet)
+    setup = prepare(study, constraints=constraints_from_args(args), axes=axes_from_args(args), rates=rates_from_args(args),
+                    criterion=args.criterion, eval_subset=args.eval_subset, run_dir=out, storage=args.storage,
+                    progress=not args.quiet)
+    params = {}
+    if args.warm_start is not None:
+        params["warm_start"] = warm_start_levels(args.warm_start, setup.space)
+    res = search(study, strategy=args.strategy, trials=args.trials, workers=args.workers, ray_address=args.ray_address,
+                 seed=args.seed, resume=args.resume, sensitivity_file=args.sensitivity, progress=not args.quiet,
+                 strategy_params=params, setup=setup)
     base, best = res.baseline, res.best
     print(f"run directory  {res.run_dir}")
     print(f"evaluations    {res.evaluations} in {res.seconds:.1f} s")

@@ -55,6 +55,11 @@ RANDOM_TRIES = 200
 _BIG = 1e12
 
 
+def _limit(value: float | None) -> float:
+    """A constraint's scale for normalising its violation (1 when the limit is 0 or unset)."""
+    return abs(float(value)) if value else 1.0
+
+
 def _finite(value: float) -> float:
     if math.isnan(value):
         return _BIG
@@ -226,22 +231,24 @@ class OptunaSearch(Strategy):
         self._study.tell(trial, values[0] if len(values) == 1 else values)
 
     def _constraints(self, levels: Mapping[str, int], result: Result | None) -> dict[str, float]:
-        """Constraint values (feasible when all <= 0); ``result`` None: skipped by prediction."""
+        """Constraint values, feasible when all <= 0; ``result`` None: skipped by prediction.
+
+        Values are relative to their limit (cost excess / budget, drop excess / max drop), so that Optuna,
+        which ranks infeasible trials by their summed violation, weighs MB, GMACs and accuracy points
+        alike. A skipped trial's accuracy is unknown and counts as the worst possible drop: otherwise a
+        mild, over-budget candidate would look better than every measured one and pull the sampler there.
+        """
         p = self.problem
-        out = dict(p.constraints.cost_violations(p.predict(levels)))
-        if result is not None:
-            ok = result.ok and result.accuracy is not None
-            if p.constraints.max_acc_drop is not None:
-                if ok:
-                    drop = result.acc_drop if result.acc_drop is not None else p.baseline_accuracy - result.accuracy  # type: ignore[operator]
-                else:
-                    drop = p.baseline_accuracy  # a failed evaluation counts as accuracy 0
-                out["acc_drop"] = float(drop) - float(p.constraints.max_acc_drop)
-            if ok:  # the evaluator's own word where it has one (e.g. measured costs)
-                out.update({k: float(v) for k, v in result.violations.items()})
-            out["failed"] = 0.0 if ok else 1.0
-        else:
-            out["failed"] = 0.0
+        c = p.constraints
+        out = {k: v / _limit(getattr(c, k)) for k, v in c.cost_violations(p.predict(levels)).items()}
+        ok = result is not None and result.ok and result.accuracy is not None
+        if c.max_acc_drop is not None:
+            if ok:
+                drop = result.acc_drop if result.acc_drop is not None else p.baseline_accuracy - result.accuracy  # type: ignore[union-attr,operator]
+            else:
+                drop = p.baseline_accuracy  # failed, or unknown (skipped): as if accuracy were 0
+            out["acc_drop"] = (float(drop) - float(c.max_acc_drop)) / _limit(c.max_acc_drop)
+        out["failed"] = 0.0 if ok or result is None else 1.0
         return {k: _finite(v) for k, v in out.items()}
 
     # ---- state -------------------------------------------------------------------------------

@@ -144,3 +144,24 @@ def test_a_killed_ray_worker_fails_only_its_candidate(setup, ray_session) -> Non
     assert [r.status for r in results if not r.candidate.tag] == ["ok", "ok"]
     assert "died" in next(r.error for r in results if r.candidate.tag == "fault:exit")
     assert after.status == "ok"
+
+
+def test_ctrl_c_writes_partial_results_and_resume_continues(demo_study_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "i"
+    cmd = [sys.executable, "-m", "hwsearch.cli", "run", "--study", str(demo_study_path), "--strategy", "random",
+           "--trials", "8", "--rates", "0.25,0.5", "--eval-subset", "60", "--budget-mb", "0.62", "--out", str(out), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while _journal_trials(out / "optuna.journal") < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "--resume" in err
+    done = pd.read_csv(out / "trials.csv")
+    assert 2 <= len(done) < 8
+    assert "Interrupted" in (out / "report.md").read_text()
+    res = hwsearch.search(demo_study_path, strategy="random", trials=8, out=out, resume=True,
+                          constraints={"param_mb": 0.62}, **QUICK)
+    assert len(res.results) == 8
+    assert list(done["key"]) == [r.candidate.key for r in res.results[: len(done)]]

@@ -50,13 +50,16 @@ def test_constraint_values_are_stored_on_the_trials() -> None:
     for t in evaluated:
         r = results[t.user_attrs["key"]]
         assert t.value == r.accuracy
-        assert t.constraints == pytest.approx({"param_mb": r.costs["param_mb"] - 0.34,
-                                               "acc_drop": 80.0 - r.accuracy - 3.0, "failed": 0.0})  # type: ignore[operator]
+        # violations relative to their limits (budget 0.34 MB, max drop 3 points)
+        assert t.constraints == pytest.approx({"param_mb": (r.costs["param_mb"] - 0.34) / 0.34,
+                                               "acc_drop": (80.0 - r.accuracy - 3.0) / 3.0, "failed": 0.0})  # type: ignore[operator]
     skipped = [t for t in trials if t.user_attrs["status"] == "skipped"]
     assert skipped, "the toy budget rules out a third of the space: TPE must sample some of it"
     for t in skipped:
         assert t.value == 0.0 and t.user_attrs["key"] not in results
-        assert set(t.constraints) == {"param_mb", "failed"} and t.constraints["param_mb"] > 0
+        assert set(t.constraints) == {"param_mb", "acc_drop", "failed"} and t.constraints["param_mb"] > 0
+        # an unmeasured candidate counts as the worst drop (baseline 80, max drop 3), never as a good one
+        assert t.constraints["acc_drop"] == pytest.approx((80.0 - 3.0) / 3.0)
 
 
 def test_optuna_sees_the_constraints() -> None:
@@ -74,7 +77,7 @@ def test_failed_result_is_told_as_infeasible() -> None:
     drive(strategy, toy_problem(eval_budget=3), lambda lv: None if dict(lv) == GOOD else toy_accuracy(lv))
     first = strategy.study.trials[0]
     assert first.user_attrs["status"] == "failed" and first.value == 0.0
-    assert first.constraints["failed"] == 1.0 and first.constraints["acc_drop"] == pytest.approx(77.0)
+    assert first.constraints["failed"] == 1.0 and first.constraints["acc_drop"] == pytest.approx(77.0 / 3.0)
 
 
 def test_skip_infeasible_false_asks_cost_infeasible_candidates() -> None:
