@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
 from spikingjelly.activation_based import neuron, surrogate
 
-__all__ = ["lif", "trunc_normal_init"]
+__all__ = ["lif", "trunc_normal_init", "add_residual_branches"]
 
 #: The official neurons: legacy ``MultiStepLIFNode(tau=2.0, detach_reset=True)`` mapped to 2.0.0.
 LIF_TAU = 2.0
@@ -38,3 +39,14 @@ def trunc_normal_init(module: nn.Module, std: float = 0.02) -> None:
     elif isinstance(module, nn.LayerNorm):
         nn.init.constant_(module.bias, 0.0)
         nn.init.constant_(module.weight, 1.0)
+
+
+def add_residual_branches(x: torch.Tensor, *branches: nn.Module | None) -> torch.Tensor:
+    """``x = x + branch(x)`` for each branch in order; a branch removed by depth pruning (None) is skipped.
+
+    The block forward of Spikformer and QKFormer (SDT's branches carry their own shortcut).
+    """
+    for branch in branches:
+        if branch is not None:
+            x = x + branch(x)
+    return x

@@ -40,7 +40,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from search_spaces._layers import ATTN_LIF_THRESHOLD, lif, trunc_normal_init
+from search_spaces._layers import ATTN_LIF_THRESHOLD, add_residual_branches, lif, trunc_normal_init
 from search_spaces._registry import ModelConfig, register_config
 
 __all__ = [
@@ -280,11 +280,7 @@ class TokenSpikingTransformer(nn.Module):
         self.mlp = MLP(dim, int(dim * mlp_ratio), layout=layout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.tssa is not None:
-            x = x + self.tssa(x)
-        if self.mlp is not None:
-            x = x + self.mlp(x)
-        return x
+        return add_residual_branches(x, self.tssa, self.mlp)
 
 
 class SpikingTransformer(nn.Module):
@@ -301,12 +297,7 @@ class SpikingTransformer(nn.Module):
         self.mlp = MLP(dim, int(dim * mlp_ratio), layout=layout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        attn = getattr(self, self.attn_name)
-        if attn is not None:
-            x = x + attn(x)
-        if self.mlp is not None:
-            x = x + self.mlp(x)
-        return x
+        return add_residual_branches(x, getattr(self, self.attn_name), self.mlp)
 
 
 def _maxpool() -> nn.MaxPool2d:

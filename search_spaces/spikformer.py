@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from search_spaces._layers import ATTN_LIF_THRESHOLD, lif, trunc_normal_init
+from search_spaces._layers import ATTN_LIF_THRESHOLD, add_residual_branches, lif, trunc_normal_init
 from search_spaces._registry import ModelConfig, register_config
 
 __all__ = [
@@ -454,11 +454,7 @@ class SpikformerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Same layout in and out (``[T,B,C,H,W]``, ``[T,B,N,C]`` or ``[T,B,C,N]``)."""
-        if self.attn is not None:
-            x = x + self.attn(x)
-        if self.mlp is not None:
-            x = x + self.mlp(x)
-        return x
+        return add_residual_branches(x, self.attn, self.mlp)
 
 
 class _Spikformer(nn.Module):
