@@ -1,17 +1,24 @@
-"""The search driver: strategy asks, runner evaluates, storage keeps, strategy is told.
+"""The search driver: set up, profile once, run strategies, select honestly, write outputs.
 
 ``hwsearch.search(study, strategy="tpe", constraints={"param_mb": 1.5, "max_acc_drop": 3})`` is the
 whole ``hwsearch run`` in one call; it returns a :class:`SearchResult` with the best pruned model, the
-trials and the Pareto front as pandas DataFrames. Everything computed is kept: each evaluation is
-written to the Optuna storage before the strategy hears of it, and a killed or interrupted run continues
-with ``resume=True`` by replaying the stored results through a fresh strategy of the same seed.
+trials and the Pareto front as pandas DataFrames. The flow:
+
+1. :func:`prepare`: load the model and data, build the search space, measure the baseline, check the
+   budget is reachable (before any evaluation).
+2. The shared profile (:func:`~hwsearch.profiling.ensure_profile`): reused from the cache, or computed
+   once; it becomes every strategy's prior (:class:`~hwsearch.prior.Prior`) and known history.
+3. :func:`~hwsearch.loop.run_strategy`: the ask/tell loop; every evaluation is durable first.
+4. Honest selection: the strategy's answer is chosen on the eval split, then re-measured (with the top
+   entries of the Pareto front) on the confirmation split and on the test split.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -19,25 +26,33 @@ from typing import Any
 import pandas as pd
 import torch
 import torch.nn as nn
-from hwsearch.progress import progress_bar
 
 from hwsearch.errors import UserError
 from hwsearch.evaluation import Evaluator, EvaluatorSpec
+from hwsearch.loop import run_strategy
 from hwsearch.pareto import pareto_front, trials_frame
 from hwsearch.results import Candidate, Constraints, Result
-from hwsearch.runners import Runner, make_runner
+from hwsearch.runners import make_runner
 from hwsearch.space import DEFAULT_AXES, DEFAULT_RATES, SearchSpace
-from hwsearch.storage import ResultStore, open_storage
-from hwsearch.strategies import Problem, Strategy, create_strategy
-from hwsearch.study import Study, load_study
+from hwsearch.strategies import Problem, create_strategy
+from hwsearch.study import PRIORS, Study, load_study
 
-__all__ = ["SearchSetup", "SearchResult", "prepare", "search", "compare", "run_strategy", "UNREACHABLE"]
+__all__ = ["SearchSetup", "SearchResult", "Confirmation", "prepare", "search", "compare", "UNREACHABLE",
+           "CONFIRM_TOP"]
 
 log = logging.getLogger(__name__)
 
 UNREACHABLE = ("budget {what} {limit:g} {unit} is below the smallest reachable model ({best:.4g} {unit} at the "
                "maximum rates of the searched groups); raise {flag} or search more groups with --axes {axes}")
 _FLAGS = {"param_mb": ("--budget-mb", "MB"), "macs_g": ("--budget-macs", "GMACs"), "act_mb": ("--budget-act-mb", "MB")}
+#: Pareto-front entries (best first under the objective) re-measured on the confirmation split.
+CONFIRM_TOP = 5
+#: Staged evaluation: the first batches are this fraction of the batch size, so a hopeless candidate is
+#: stopped after a few images (1/4, 1/4, 1/2, then whole batches).
+_STAGES = (0.25, 0.25, 0.5)
+#: Batches (of the study's batch size) used for the Fisher importance of the ``analytic`` strategy.
+FISHER_BATCHES = 8
+FISHER_BATCH_SIZE = 32
 
 
 @dataclass(kw_only=True)
@@ -51,19 +66,66 @@ class SearchSetup:
     constraints: Constraints
     baseline: Result
     run_dir: Path
+    objective: str = "accuracy"
+    prior_mode: str = "exclude"
     storage_url: str | None = None
     test_batches: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    confirm_batches: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    baseline_confirm: float | None = None
+    baseline_test: float | None = None
+    _importance: dict[str, list[float]] | None = None
 
-    def problem(self, *, eval_budget: int | None, sensitivity: Any = None,
-                objectives: Sequence[str] = ("param_mb",)) -> Problem:
+    def importance(self) -> dict[str, list[float]]:
+        """Fisher importance of every variable's levels (computed once, on the calibration split)."""
+        if self._importance is None:
+            from hwsearch.data import make_loader
+            from hwsearch.fisher import level_importance
+            from hwsearch.loading import study_dataset
+
+            ds = study_dataset(self.study, self.study.data.calib_split)
+            batches = []
+            for i, (x, y) in enumerate(make_loader(ds, batch_size=FISHER_BATCH_SIZE, shuffle=True, seed=self.study.data.seed)):
+                if i >= FISHER_BATCHES:
+                    break
+                batches.append((x, y))
+            self._importance = level_importance(self.local, batches)
+        return self._importance
+
+    def problem(self, *, eval_budget: int | None, profile: Any = None, objectives: Sequence[str] = ("param_mb",),
+                warm_start: Sequence[Mapping[str, int]] = (), importance: bool = False) -> Problem:
+        """The :class:`Problem` strategies see (with the shared profile as prior and history)."""
+        from hwsearch.prior import Prior
+
+        table = profile.table if profile is not None else None
+        prior = Prior(self.space, table, self.constraints, self.local.costs, mode=self.prior_mode) if table is not None else None
+        history = list(profile.results) if profile is not None else []
+        if prior is not None:
+            prior.observe_all(history)
         return Problem(space=self.space, constraints=self.constraints, baseline_accuracy=float(self.baseline.accuracy or 0),
                        baseline_costs=dict(self.baseline.costs), predict=self.local.costs, eval_budget=eval_budget,
-                       sensitivity=sensitivity, objectives=tuple(objectives))
+                       sensitivity=table, objectives=tuple(objectives), objective=self.objective, prior=prior,
+                       history=history, importance=self.importance() if importance else None,
+                       warm_start=list(warm_start))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Confirmation:
+    """A candidate re-measured on the confirmation and test splits (percent; None: split not set)."""
+
+    key: str
+    eval_accuracy: float
+    confirm_accuracy: float | None
+    test_accuracy: float | None
 
 
 @dataclass(kw_only=True)
 class SearchResult:
-    """What a search returns (also written to its run directory)."""
+    """What a search returns (also written to its run directory).
+
+    ``best`` is the strategy's answer (selected on the eval split); ``confirmations`` holds it and the
+    Pareto front's top entries re-measured on the confirmation and test splits.
+    """
 
     strategy: str
     run_dir: Path
@@ -79,32 +141,102 @@ class SearchResult:
     evaluations: int
     notes: list[str] = field(default_factory=list)
     interrupted: bool = False
+    objective: str = "accuracy"
+    best_confirm_accuracy: float | None = None
+    baseline_confirm_accuracy: float | None = None
+    confirmations: list[Confirmation] = field(default_factory=list)
+    profile_evaluations: int = 0
+    profile_source: str = ""
+    profile_seconds: float = 0.0
+
+    @property
+    def test_drop(self) -> float | None:
+        if self.best_test_accuracy is None or self.baseline_test_accuracy is None:
+            return None
+        return self.baseline_test_accuracy - self.best_test_accuracy
+
+    @property
+    def confirm_drop(self) -> float | None:
+        if self.best_confirm_accuracy is None or self.baseline_confirm_accuracy is None:
+            return None
+        return self.baseline_confirm_accuracy - self.best_confirm_accuracy
 
 
-def _batches(ds: torch.utils.data.Dataset, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _batches(ds: torch.utils.data.Dataset, batch_size: int, *, staged: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches of ``ds`` in order; ``staged``: the first ones smaller (see :data:`_STAGES`)."""
     from hwsearch.data import make_loader
 
-    return [(x, y) for x, y in make_loader(ds, batch_size=batch_size)]
+    full = [(x, y) for x, y in make_loader(ds, batch_size=batch_size)]
+    if not staged or not full:
+        return full
+    x = torch.cat([b[0] for b in full])
+    y = torch.cat([b[1] for b in full])
+    sizes = [max(1, int(batch_size * f)) for f in _STAGES]
+    out, start = [], 0
+    for size in [*sizes, *([batch_size] * math.ceil(len(y) / batch_size))]:
+        if start >= len(y):
+            break
+        out.append((x[start:start + size], y[start:start + size]))
+        start += size
+    return out
+
+
+def resolve_objective(objective: str | None, cons: Constraints) -> str:
+    """``auto``: top-1 when a cost budget is set, else the parameter memory under the drop limit."""
+    from hwsearch.results import OBJECTIVES
+
+    if objective in (None, "auto"):
+        budgeted = any(getattr(cons, k) is not None for k in ("param_mb", "macs_g", "act_mb"))
+        return "accuracy" if budgeted or cons.max_acc_drop is None else "param_mb"
+    if objective not in OBJECTIVES:
+        raise UserError(f"unknown objective '{objective}'; use auto or one of {', '.join(OBJECTIVES)}")
+    if objective != "accuracy" and cons.max_acc_drop is None:
+        raise UserError(f"objective {objective} minimises a cost under the drop limit; set --max-acc-drop")
+    return objective
 
 
 def prepare(study: Study | str | Path, *, constraints: Mapping[str, Any] | None = None,
             axes: Sequence[str] = DEFAULT_AXES, rates: Sequence[float] = DEFAULT_RATES, criterion: str = "l2",
             eval_subset: int | None = None, run_dir: str | Path = "runs/latest", storage: str | None = None,
-            progress: bool = True) -> SearchSetup:
-    """Load the model and data, build the space, measure the baseline, check the budget is reachable."""
-    from hwsearch.loading import load_study_model, study_dataset
+            progress: bool = True, bn_recalibrate: int | None = None, prior: str | None = None,
+            objective: str | None = None, early_stop: bool | None = None) -> SearchSetup:
+    """Load the model and data, build the space, measure the baseline, check the budget is reachable.
+
+    ``constraints`` override the study's; a value ``"none"`` switches a study's budget off. The other
+    keyword arguments override the study's ``[search]`` settings (None: the study's).
+    """
+    from hwsearch.loading import load_study_model, split_indices_digest, study_dataset
 
     if not isinstance(study, Study):
         study = load_study(study)
-    cons = replace(study.constraints, **{k: v for k, v in (constraints or {}).items() if v is not None})
+    over = {k: (None if isinstance(v, str) and v.lower() == "none" else v)
+            for k, v in (constraints or {}).items() if v is not None}
+    cons = replace(study.constraints, **over)
+    sspec = study.search
+    bn = sspec.bn_recalibrate if bn_recalibrate is None else int(bn_recalibrate)
+    prior_mode = sspec.prior if prior is None else prior
+    if prior_mode not in PRIORS:
+        raise UserError(f"unknown --prior '{prior_mode}'; use one of {', '.join(PRIORS)}")
+    if bn < 0:
+        raise UserError(f"--bn-recalibrate must be >= 0 batches, got {bn}")
+    stop = sspec.early_stop if early_stop is None else bool(early_stop)
+    obj = resolve_objective(objective if objective is not None else sspec.objective, cons)
     loaded = load_study_model(study)
     space = SearchSpace.from_model(loaded.model, axes=axes, rates=rates,
                                    checkpoint_sha256=loaded.checkpoint.sha256, criterion=criterion)
     subset = eval_subset if eval_subset is not None else study.data.eval_subset
-    batches = _batches(study_dataset(study, study.data.eval_split, subset=subset), study.data.batch_size)
+    eval_ds = study_dataset(study, study.data.eval_split, subset=subset)
+    batches = _batches(eval_ds, study.data.batch_size, staged=True)
+    calib: list[tuple[torch.Tensor, torch.Tensor]] = []
+    calib_digest = None
+    if bn:
+        calib_ds = study_dataset(study, study.data.calib_split)
+        calib = _batches(calib_ds, study.data.batch_size)[:bn]
+        calib_digest = split_indices_digest(calib_ds)
     spec = EvaluatorSpec(config=loaded.config, model_kwargs=dict(loaded.model.hwsearch_kwargs),
                          state_dict={k: v.clone() for k, v in loaded.model.state_dict().items()}, space=space,
-                         batches=batches, constraints=cons)
+                         batches=batches, constraints=cons, calibration_batches=calib, bn_recalibrate=bn,
+                         stop_drop=cons.max_acc_drop if stop else None)
     local = Evaluator(spec)
     base_costs = local.costs({})
     for key, (flag, unit) in _FLAGS.items():  # before any evaluation: is the budget reachable at all?
@@ -117,88 +249,89 @@ def prepare(study: Study | str | Path, *, constraints: Mapping[str, Any] | None 
     acc = local.accuracy(local.model)
     spec.baseline_accuracy = acc
     baseline = Result(candidate=Candidate(levels={}, tag="baseline"), status="ok", accuracy=acc, acc_drop=0.0,
-                      costs=base_costs, violations=cons.violations(base_costs, 0.0))
+                      costs=base_costs, violations=cons.violations(base_costs, 0.0),
+                      samples=sum(len(y) for _, y in batches))
     test = _batches(study_dataset(study, study.data.test_split), study.data.batch_size)
-    return SearchSetup(study=study, space=space, spec=spec, local=local, constraints=cons, baseline=baseline,
-                       run_dir=Path(run_dir), storage_url=storage, test_batches=test)
+    confirm = (_batches(study_dataset(study, study.data.confirm_split), study.data.batch_size)
+               if study.data.confirm_split else [])
+    data = study.data
+    fingerprint = {
+        "model": space.model, "model_kwargs": dict(space.model_kwargs), "checkpoint": space.checkpoint_sha256,
+        "data": {"dataset": data.dataset, "splits": {k: str(v) for k, v in data.splits.items()},
+                 "transform": data.transform, "img_size": data.img_size, "seed": data.seed},
+        "eval": {"split": data.eval_split, "samples": split_indices_digest(eval_ds)},
+        "rates": [round(r, 6) for r in space.grid], "criterion": space.criterion,
+        "variables": {v.name: list(v.levels) for v in space.variables},
+        "bn_recalibrate": bn, "calibration": {"split": data.calib_split, "samples": calib_digest} if bn else None,
+        "constraints": cons.to_dict(), "objective": obj, "prior": prior_mode, "early_stop": stop,
+    }
+    setup = SearchSetup(study=study, space=space, spec=spec, local=local, constraints=cons, baseline=baseline,
+                        run_dir=Path(run_dir), storage_url=storage, test_batches=test, confirm_batches=confirm,
+                        fingerprint=fingerprint, objective=obj, prior_mode=prior_mode)
+    setup.baseline_test = local.accuracy(local.model, test) if test else None
+    setup.baseline_confirm = local.accuracy(local.model, confirm) if confirm else None
+    return setup
 
 
-def _best(results: Sequence[Result]) -> Result | None:
-    feasible = [r for r in results if r.feasible]
-    return max(feasible, key=lambda r: (r.accuracy, -r.costs["param_mb"])) if feasible else None
+def _confirm(setup: SearchSetup, results: Sequence[Result], best: Result | None) -> list[Confirmation]:
+    """The answer and the Pareto front's top entries, re-measured on the confirmation and test splits."""
+    from hwsearch.results import objective_value
+
+    front = pareto_front(results)
+    front.sort(key=lambda r: -objective_value(r, setup.objective))
+    chosen = ([best] if best is not None else []) + [r for r in front if best is None or r.candidate.key != best.candidate.key]
+    out = []
+    for r in chosen[:CONFIRM_TOP]:
+        model = setup.local.pruned_model(r.candidate)
+        out.append(Confirmation(
+            key=r.candidate.key, eval_accuracy=float(r.accuracy or 0.0),
+            confirm_accuracy=setup.local.accuracy(model, setup.confirm_batches) if setup.confirm_batches else None,
+            test_accuracy=setup.local.accuracy(model, setup.test_batches) if setup.test_batches else None))
+    return out
 
 
-def run_strategy(setup: SearchSetup, strategy: Strategy, runner: Runner, *, study_name: str,
-                 eval_budget: int | None = None, resume: bool = False, progress: bool = True,
-                 sensitivity: Any = None, on_result: Callable[[Result], None] | None = None) -> tuple[list[Result], bool]:
-    """Drive one strategy to the end; returns its results (evaluation order) and whether it was interrupted.
+def finish(setup: SearchSetup, *, strategy: str, results: list[Result], best: Result | None, notes: list[str],
+           seconds: float, evaluations: int, interrupted: bool, run_dir: Path | None = None, profile: Any = None,
+           write: bool = True) -> SearchResult:
+    """Re-measure the answer (unless interrupted), build the :class:`SearchResult`, write the run directory."""
+    from hwsearch.report import write_outputs
 
-    Candidates already in the store (resume, or shared between strategies) are told without evaluating.
-    """
-    store = ResultStore(open_storage(setup.run_dir, setup.storage_url), study_name, setup.space,
-                        meta={"strategy": strategy.name, "params": strategy.get_params(), "space": setup.space.names(),
-                              "model": setup.space.model, "checkpoint": setup.space.checkpoint_sha256})
-    stored = store.results()
-    if stored and not resume:
-        raise UserError(f"run '{study_name}' in {setup.run_dir} already has {len(stored)} results; "
-                        "pass --resume to continue it or --out to start a new run")
-    cache = {r.candidate.key: r for r in stored}
-    durable = set(cache)  # keys already written to the store
-    strategy.setup(setup.problem(eval_budget=eval_budget, sensitivity=sensitivity))
-    results: list[Result] = []
-    queue: list[Candidate] = []  # asked, in order; evaluated (or cached) results are told in this order
-    submitted: dict[str, int] = {}
-    bar = progress_bar(total=eval_budget, desc=strategy.name, enabled=progress, unit="eval", leave=False)
-    best: Result | None = None
-    interrupted = False
+    every = [replace(r, number=i) for i, r in enumerate(results)]
+    confirmations: list[Confirmation] = []
+    best_model = None
+    if not interrupted:
+        confirmations = _confirm(setup, every, best)
+        if best is not None:
+            best_model = setup.local.pruned_model(best.candidate)
+    first = confirmations[0] if confirmations and best is not None else None
+    pareto = trials_frame(pareto_front(every), setup.space)
+    by_key = {cf.key: cf for cf in confirmations}
+    pareto["confirm_accuracy"] = [by_key[k].confirm_accuracy if k in by_key else None for k in pareto["key"]]
+    pareto["test_accuracy"] = [by_key[k].test_accuracy if k in by_key else None for k in pareto["key"]]
+    res = SearchResult(strategy=strategy, run_dir=run_dir or setup.run_dir, baseline=setup.baseline, results=every,
+                       best=best, best_model=best_model, best_test_accuracy=first.test_accuracy if first else None,
+                       baseline_test_accuracy=setup.baseline_test, trials=trials_frame(every, setup.space),
+                       pareto=pareto, seconds=seconds, evaluations=evaluations,
+                       notes=notes, interrupted=interrupted, objective=setup.objective,
+                       best_confirm_accuracy=first.confirm_accuracy if first else None,
+                       baseline_confirm_accuracy=setup.baseline_confirm, confirmations=confirmations,
+                       profile_evaluations=profile.new_evaluations if profile is not None else 0,
+                       profile_source=profile.source if profile is not None else "",
+                       profile_seconds=profile.seconds if profile is not None else 0.0)
+    if write:
+        write_outputs(replace(setup, run_dir=res.run_dir), res)
+    return res
 
-    def record(res: Result) -> None:
-        nonlocal best
-        res = replace(res, number=len(results))
-        if res.candidate.key not in durable:
-            store.append(res)
-            durable.add(res.candidate.key)
-        cache.setdefault(res.candidate.key, res)
-        results.append(res)
-        if res.feasible and (best is None or (res.accuracy or 0) > (best.accuracy or 0)):
-            best = res
-        bar.update(1)
-        bar.set_postfix(best=f"{best.accuracy:.2f}" if best else "-", feasible=sum(r.feasible for r in results), refresh=False)
-        if on_result:
-            on_result(res)
 
-    try:
-        while True:
-            # Occupancy counts every asked-but-untold candidate, cached or not, so a resumed run asks
-            # and tells in exactly the same order as the original one.
-            room = runner.capacity - len(queue)
-            if eval_budget is not None:
-                room = min(room, eval_budget - len(results) - len(queue))
-            asked = strategy.ask(room) if room > 0 else []
-            for cand in asked:
-                queue.append(cand)
-                if cand.key not in cache and cand.key not in submitted:
-                    submitted[cand.key] = 1
-                    runner.submit(cand)
-            if not queue:
-                break
-            cand = queue.pop(0)
-            if cand.key in cache:
-                res = cache[cand.key]
-            else:
-                for early in runner.poll_finished():  # durable as soon as finished
-                    if early.candidate.key not in durable:
-                        store.append(early)
-                        durable.add(early.candidate.key)
-                res = runner.next_result()
-                submitted.pop(cand.key, None)
-            record(replace(res, candidate=cand))
-            strategy.tell(cand, res)
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        bar.close()
-    return results, interrupted
+def _strategy_notes(setup: SearchSetup, problem: Problem, strat: Any, profile: Any) -> list[str]:
+    notes = []
+    if profile is not None:
+        notes.append(f"shared profile: {len(profile.results)} single-group candidates, "
+                     + (f"{profile.new_evaluations} new evaluations in {profile.seconds:.1f} s" if profile.new_evaluations
+                        else f"reused ({profile.source}), 0 new evaluations"))
+    if problem.prior is not None:
+        notes.append(problem.prior.describe())
+    return notes + list(strat.notes())
 
 
 def search(study: Study | str | Path | None = None, *, strategy: str = "prioritized", constraints: Mapping[str, Any] | None = None,
@@ -206,24 +339,29 @@ def search(study: Study | str | Path | None = None, *, strategy: str = "prioriti
            out: str | Path | None = None, storage: str | None = None, resume: bool = False,
            axes: Sequence[str] = DEFAULT_AXES, rates: Sequence[float] = DEFAULT_RATES, criterion: str = "l2",
            eval_subset: int | None = None, sensitivity_file: str | Path | None = None, progress: bool = True,
-           strategy_params: Mapping[str, Any] | None = None, setup: SearchSetup | None = None) -> SearchResult:
+           strategy_params: Mapping[str, Any] | None = None, setup: SearchSetup | None = None,
+           bn_recalibrate: int | None = None, prior: str | None = None, objective: str | None = None,
+           early_stop: bool | None = None, warm_start: Sequence[Mapping[str, int]] = ()) -> SearchResult:
     """Search pruning plans of ``study``'s model with one strategy; write and return the results.
 
     Args:
         study: a Study, or the path of a study TOML (None: the demo study).
         strategy: registered strategy name (``hwsearch strategies``).
         constraints: overrides of the study's constraints: ``param_mb``, ``macs_g``, ``act_mb``,
-            ``max_acc_drop`` (percentage points), ``dtype``.
-        trials: the most accuracy evaluations (the strategy's own default when None).
+            ``max_acc_drop`` (percentage points), ``dtype``; ``"none"`` switches one off.
+        trials: the most new accuracy evaluations (the strategy's own default when None); the shared
+            profile is not counted.
         workers / ray_address: parallel evaluation on Ray (local, or an existing cluster).
         seed: the strategy's seed. out: run directory (default ``runs/<study>-<strategy>``).
         storage: Optuna storage URL (default: a journal file in the run directory).
-        resume: continue a run from its storage.
+        resume: continue a run from its storage (refused when its fingerprint differs).
         axes / rates / criterion: the searched group kinds, the rate grid and the channel ranking.
         eval_subset: evaluate on this many seeded samples of the study's eval split.
-        sensitivity_file: a sensitivity table to reuse (else computed once and cached in the run dir).
+        sensitivity_file: a sensitivity table to use as the profile (JSON, or the wide / long CSV).
+        bn_recalibrate / prior / objective / early_stop: override the study's ``[search]`` settings.
+        warm_start: level maps evaluated first by the global strategies.
     """
-    from hwsearch.report import write_outputs
+    from hwsearch.profiling import ensure_profile
     from hwsearch.study import default_study_path
 
     t0 = time.perf_counter()
@@ -231,130 +369,129 @@ def search(study: Study | str | Path | None = None, *, strategy: str = "prioriti
         study_obj = study if isinstance(study, Study) else load_study(study if study is not None else default_study_path())
         run_dir = Path(out) if out is not None else Path("runs") / f"{study_obj.name}-{strategy}"
         setup = prepare(study_obj, constraints=constraints, axes=axes, rates=rates, criterion=criterion,
-                        eval_subset=eval_subset, run_dir=run_dir, storage=storage, progress=progress)
+                        eval_subset=eval_subset, run_dir=run_dir, storage=storage, progress=progress,
+                        bn_recalibrate=bn_recalibrate, prior=prior, objective=objective, early_stop=early_stop)
     strat = create_strategy(strategy, seed=seed, **dict(strategy_params or {}))
-    table = None
     runner = make_runner(workers, ray_address)
+    profile = None
+    outcome = None
+    interrupted = False
     with runner:
         runner.start(setup.spec)
-        if strat.needs_sensitivity:
-            from hwsearch.sensitivity_run import ensure_sensitivity
+        try:
+            profile = ensure_profile(setup, runner, file=sensitivity_file, progress=progress)
+        except KeyboardInterrupt:
+            interrupted = True
+        if not interrupted:
+            problem = setup.problem(eval_budget=trials, profile=profile, warm_start=warm_start,
+                                    importance=strat.needs_importance)
+            outcome = run_strategy(setup, strat, runner, study_name=strategy, problem=problem, eval_budget=trials,
+                                   resume=resume, progress=progress, history=profile.results)
+            interrupted = outcome.interrupted
+    if outcome is None:  # interrupted while profiling: keep what was measured
+        from hwsearch.storage import ResultStore, open_storage
 
-            table = ensure_sensitivity(setup, runner, file=sensitivity_file, resume=True, progress=progress)
-        results, interrupted = run_strategy(setup, strat, runner, study_name=strategy, eval_budget=trials,
-                                            resume=resume, progress=progress, sensitivity=table)
-    every = _with_profile(setup, results, table)
-    best = _best(every)  # the best feasible candidate of everything this run evaluated
-    best_model, best_test = None, None
-    if best is not None and not interrupted:
-        best_model = setup.local.pruned_model(best.candidate)
-        best_test = setup.local.accuracy(best_model, setup.test_batches)
-    base_test = setup.local.accuracy(setup.local.model, setup.test_batches) if not interrupted else None
-    profile = _profile_size(setup) if table is not None else 0
-    res = SearchResult(strategy=strategy, run_dir=setup.run_dir, baseline=setup.baseline, results=every, best=best,
-                       best_model=best_model, best_test_accuracy=best_test, baseline_test_accuracy=base_test,
-                       trials=trials_frame(every, setup.space), pareto=trials_frame(pareto_front(every), setup.space),
-                       seconds=time.perf_counter() - t0, evaluations=len(results) + profile, notes=strat.notes(),
-                       interrupted=interrupted)
-    write_outputs(setup, res)
-    return res
-
-
-def _profile_results(setup: SearchSetup) -> list[Result]:
-    """The sensitivity-profile evaluations stored in this run (none when the table came from a file)."""
-    store = ResultStore(open_storage(setup.run_dir, setup.storage_url), "profile", setup.space)
-    return store.results()
+        done = ResultStore(open_storage(setup.run_dir, setup.storage_url), "profile", setup.space).results()
+        return finish(setup, strategy=strategy, results=done, best=None, notes=["interrupted while profiling"],
+                      seconds=time.perf_counter() - t0, evaluations=len(done), interrupted=True)
+    every = _merge(profile.results, outcome.results)
+    best = strat.answer(every) if not interrupted else None
+    notes = _strategy_notes(setup, problem, strat, profile)
+    return finish(setup, strategy=strategy, results=every, best=best, notes=notes, seconds=time.perf_counter() - t0,
+                  evaluations=outcome.new_evaluations, interrupted=interrupted, profile=profile)
 
 
-def _with_profile(setup: SearchSetup, results: list[Result], table: Any) -> list[Result]:
-    """Profile evaluations first, then the strategy's, renumbered: every evaluated candidate of the run."""
-    if table is None:
-        return results
-    merged = [*_profile_results(setup), *results]
-    return [replace(r, number=i) for i, r in enumerate(merged)]
+def _merge(history: Sequence[Result], results: Sequence[Result]) -> list[Result]:
+    """The shared profile first, then the strategy's own results (each candidate once)."""
+    seen: set[str] = set()
+    out = []
+    for r in [*history, *results]:
+        if r.candidate.key not in seen:
+            seen.add(r.candidate.key)
+            out.append(r)
+    return out
 
 
-def _profile_size(setup: SearchSetup) -> int:
-    from hwsearch.sensitivity import sensitivity_candidates
-
-    return len(sensitivity_candidates(setup.space))
+#: Strategies whose answers warm-start the global ones in ``compare`` (run first when present).
+WARM_SOURCES: tuple[str, ...] = ("prioritized", "knapsack", "analytic")
 
 
 def compare(study: Study | str | Path | None = None, *, strategies: Sequence[str], eval_budget: int,
             constraints: Mapping[str, Any] | None = None, workers: int = 1, ray_address: str | None = None,
             seed: int = 0, out: str | Path | None = None, resume: bool = False, axes: Sequence[str] = DEFAULT_AXES,
             rates: Sequence[float] = DEFAULT_RATES, criterion: str = "l2", eval_subset: int | None = None,
-            sensitivity_file: str | Path | None = None, progress: bool = True) -> tuple[pd.DataFrame, list[SearchResult]]:
+            sensitivity_file: str | Path | None = None, progress: bool = True, bn_recalibrate: int | None = None,
+            prior: str | None = None, objective: str | None = None, early_stop: bool | None = None,
+            warm_start: bool = True, setup: SearchSetup | None = None) -> tuple[pd.DataFrame, list[SearchResult]]:
     """Run several strategies on one study under the same evaluation budget and seed.
 
-    Every strategy gets ``eval_budget`` accuracy evaluations in total; for strategies that need the
-    sensitivity table, its profile (computed once, shared) counts against their budget. Each strategy
-    writes its own run directory ``<out>/<strategy>/``; all trials go to one storage ``<out>/optuna.journal``.
-    Returns the comparison table (also ``comparison.csv`` and ``comparison.png`` in ``out``).
+    Every strategy gets ``eval_budget`` new accuracy evaluations and the same shared profile (computed or
+    reused once, reported in its own row and counted once). With ``warm_start`` the answers of the
+    greedy, knapsack and analytic strategies (run first) are told to the global strategies as known
+    results. Each strategy writes its own run directory ``<out>/<strategy>/``; all trials go to one
+    storage ``<out>/optuna.journal``. Returns the comparison table (also ``comparison.csv`` and
+    ``comparison.png`` in ``out``).
     """
     from hwsearch.pareto import plot_pareto
-    from hwsearch.report import write_outputs
-    from hwsearch.sensitivity_run import ensure_sensitivity
+    from hwsearch.profiling import ensure_profile
     from hwsearch.strategies import STRATEGIES
     from hwsearch.study import default_study_path
 
+    if eval_budget < 1:
+        raise UserError(f"--eval-budget must be at least 1, got {eval_budget}")
     for name in strategies:
         STRATEGIES.get(name)
-    study_obj = study if isinstance(study, Study) else load_study(study if study is not None else default_study_path())
-    out_dir = Path(out) if out is not None else Path("runs") / f"{study_obj.name}-compare"
-    journal = str(out_dir / "optuna.journal")
-    setup = prepare(study_obj, constraints=constraints, axes=axes, rates=rates, criterion=criterion,
-                    eval_subset=eval_subset, run_dir=out_dir, storage=journal, progress=progress)
-    needs = [n for n in strategies if STRATEGIES.get(n).needs_sensitivity]
-    profile = _profile_size(setup) if needs else 0
-    if needs and profile >= eval_budget:
-        raise UserError(f"--eval-budget {eval_budget} does not cover the sensitivity profile ({profile} evaluations) "
-                        f"that {', '.join(needs)} need; raise --eval-budget above {profile}")
+    if setup is None:
+        study_obj = study if isinstance(study, Study) else load_study(study if study is not None else default_study_path())
+        out_dir = Path(out) if out is not None else Path("runs") / f"{study_obj.name}-compare"
+        setup = prepare(study_obj, constraints=constraints, axes=axes, rates=rates, criterion=criterion,
+                        eval_subset=eval_subset, run_dir=out_dir, storage=str(out_dir / "optuna.journal"),
+                        progress=progress, bn_recalibrate=bn_recalibrate, prior=prior, objective=objective,
+                        early_stop=early_stop)
+    out_dir = setup.run_dir
+    order = [n for n in WARM_SOURCES if n in strategies] + [n for n in strategies if n not in WARM_SOURCES]
     rows, runs = [], []
+    warm: list[dict[str, int]] = []
     runner = make_runner(workers, ray_address)
     with runner:
         runner.start(setup.spec)
-        table = None
-        if needs:
-            t_prof = time.perf_counter()
-            table = ensure_sensitivity(setup, runner, file=sensitivity_file, progress=progress)
-            prof_seconds = time.perf_counter() - t_prof
-        for name in strategies:
+        profile = ensure_profile(setup, runner, file=sensitivity_file, progress=progress)
+        base = setup.baseline.costs
+        rows.append({"strategy": "(shared profile)", "best_top1": None, "acc_drop": None, "confirm_drop": None,
+                     "test_drop": None, "param_mb": None, "memory_saving_%": None, "macs_saving_%": None,
+                     "feasible": sum(r.feasible for r in profile.results), "evaluations": profile.new_evaluations,
+                     "wall_s": round(profile.seconds, 1)})
+        for name in order:
             t0 = time.perf_counter()
             strat = create_strategy(name, seed=seed)
-            uses = strat.needs_sensitivity
-            budget = eval_budget - (profile if uses else 0)
-            results, interrupted = run_strategy(setup, strat, runner, study_name=name, eval_budget=budget,
-                                                resume=resume, progress=progress, sensitivity=table if uses else None)
-            seconds = time.perf_counter() - t0 + (prof_seconds if uses else 0.0)
-            every = _with_profile(setup, results, table if uses else None)
-            best = _best(every)
-            sub = replace(setup, run_dir=out_dir / name)
-            best_model = setup.local.pruned_model(best.candidate) if best is not None else None
-            best_test = setup.local.accuracy(best_model, setup.test_batches) if best_model is not None else None
-            res = SearchResult(strategy=name, run_dir=sub.run_dir, baseline=setup.baseline, results=every, best=best,
-                               best_model=best_model, best_test_accuracy=best_test, baseline_test_accuracy=None,
-                               trials=trials_frame(every, setup.space),
-                               pareto=trials_frame(pareto_front(every), setup.space), seconds=seconds,
-                               evaluations=len(results) + (profile if uses else 0), notes=strat.notes(),
-                               interrupted=interrupted)
-            write_outputs(sub, res)
+            problem = setup.problem(eval_budget=eval_budget, profile=profile, warm_start=warm if warm_start else (),
+                                    importance=strat.needs_importance)
+            outcome = run_strategy(setup, strat, runner, study_name=name, problem=problem, eval_budget=eval_budget,
+                                   resume=resume, progress=progress, history=profile.results)
+            every = _merge(profile.results, outcome.results)
+            best = strat.answer(every) if not outcome.interrupted else None
+            if best is not None and name in WARM_SOURCES:
+                warm.append(dict(best.candidate.levels))
+            res = finish(setup, strategy=name, results=every, best=best, seconds=time.perf_counter() - t0,
+                         notes=_strategy_notes(setup, problem, strat, profile), evaluations=outcome.new_evaluations,
+                         interrupted=outcome.interrupted, run_dir=out_dir / name, profile=profile)
             runs.append(res)
-            base = setup.baseline.costs
             rows.append({"strategy": name, "best_top1": best.accuracy if best else None,
-                         "acc_drop": best.acc_drop if best else None,
-                         "test_top1": best_test,
-                         "param_mb": best.costs["param_mb"] if best else None,
+                         "acc_drop": best.acc_drop if best else None, "confirm_drop": res.confirm_drop,
+                         "test_drop": res.test_drop, "param_mb": best.costs["param_mb"] if best else None,
                          "memory_saving_%": 100 * (1 - best.costs["param_mb"] / base["param_mb"]) if best else None,
                          "macs_saving_%": 100 * (1 - best.costs["macs_g"] / base["macs_g"]) if best else None,
-                         "feasible": sum(r.feasible for r in results), "evaluations": res.evaluations,
-                         "wall_s": round(seconds, 1)})
-            if interrupted:
+                         "feasible": sum(r.feasible for r in outcome.results), "evaluations": outcome.new_evaluations,
+                         "wall_s": round(res.seconds, 1)})
+            if outcome.interrupted:
                 break
     frame = pd.DataFrame(rows)
     out_dir.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out_dir / "comparison.csv", index=False)
-    plot_pareto({r.strategy: r.results for r in runs}, str(out_dir / "comparison.png"), baseline=setup.baseline,
+    shared = {r.candidate.key for r in profile.results}
+    series: dict[str, list[Result]] = {"profile": list(profile.results)}
+    series.update({r.strategy: [x for x in r.results if x.candidate.key not in shared] for r in runs})
+    plot_pareto(series, str(out_dir / "comparison.png"), baseline=setup.baseline,
                 budgets={"param_mb": setup.constraints.param_mb, "macs_g": setup.constraints.macs_g},
-                title=f"{study_obj.name}: strategies at {eval_budget} evaluations")
+                title=f"{setup.study.name}: strategies at {eval_budget} evaluations")
     return frame, runs

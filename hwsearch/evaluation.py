@@ -1,9 +1,16 @@
 """The Evaluator: *how to measure one candidate*.
 
 It replays the candidate's plan on the source weights (channels ranked once by the space's criterion),
+optionally re-estimates the batch-norm statistics of the pruned model on a few training batches
+(``bn_recalibrate``, EagleEye's adaptive BN: in SViTs every BN feeds a LIF, so pruning shifts firing),
 measures top-1 on fixed evaluation batches, and attaches the analytic costs (exact for parameters and
 dense MACs). Everything it needs is plain data (:class:`EvaluatorSpec`), so a Ray worker builds its own
 copy once and evaluates many candidates.
+
+Multi-fidelity: the evaluation batches are measured in order and, after each, the evaluator checks
+whether the drop limit is still reachable: if even answering every remaining image correctly would
+leave the drop above ``stop_drop``, the candidate is stopped (status ``stopped``, with the exact upper
+bound of its accuracy). The bound is exact, so no candidate that would have met the limit is stopped.
 """
 
 from __future__ import annotations
@@ -16,13 +23,15 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from spikingjelly.activation_based import functional
 
 from hwsearch.metrics import top1_accuracy
 from hwsearch.pruning import ChannelGroup, PruningPlan, create_criterion, groups_of, prune, topk_units
 from hwsearch.results import Candidate, Constraints, Result
 from hwsearch.space import SearchSpace
 
-__all__ = ["EvaluatorSpec", "Evaluator", "cost_metrics", "FAULT_TAGS"]
+__all__ = ["EvaluatorSpec", "Evaluator", "cost_metrics", "FAULT_TAGS", "recalibrate_bn", "staged_accuracy",
+           "StagedAccuracy"]
 
 #: Candidate tags that make an evaluator fail on purpose (only with ``allow_fault_injection``): tests use
 #: them to show that a failing evaluation, or a worker that dies, fails that candidate only.
@@ -46,6 +55,9 @@ class EvaluatorSpec:
         batches: evaluation batches ``(x, y)`` (the study's eval split or a seeded subset of it).
         constraints: budgets; baseline_accuracy: top-1 of the unpruned model on ``batches``.
         allow_fault_injection: honour :data:`FAULT_TAGS` (tests only).
+        calibration_batches: training batches for batch-norm re-estimation (the first
+            ``bn_recalibrate`` of them are used; 0: the pruned model keeps the source statistics).
+        stop_drop: early-stop limit in points (None: every candidate is measured on every batch).
     """
 
     config: str
@@ -58,6 +70,84 @@ class EvaluatorSpec:
     allow_fault_injection: bool = False
     threads: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    calibration_batches: Sequence[tuple[torch.Tensor, torch.Tensor]] = ()
+    bn_recalibrate: int = 0
+    stop_drop: float | None = None
+
+
+def recalibrate_bn(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], *,
+                   after: str | None = None) -> nn.Module:
+    """Re-estimate batch-norm running statistics on ``batches`` (in place; returns ``model``).
+
+    The statistics are reset and accumulated as a plain average over the batches (``momentum=None``),
+    with every other module in eval mode and no gradients; the model is left in eval mode. Deterministic
+    for the same batches. ``after``: only the batch norms from that module on (in definition order,
+    the forward order of these families) are re-estimated; the ones before it see unchanged inputs and
+    keep the statistics of the full training run.
+    """
+    names = [n for n, _ in model.named_modules()]
+    start = names.index(after) if after in names else 0
+    bns = [m for i, (n, m) in enumerate(model.named_modules())
+           if i >= start and isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not bns or not batches:
+        return model
+    model.eval()
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    try:
+        with torch.no_grad():
+            for x, _ in batches:
+                functional.reset_net(model)
+                model(x)
+                functional.reset_net(model)
+    finally:
+        for m, mom in zip(bns, momenta):
+            m.momentum = mom
+        model.eval()
+    return model
+
+
+@dataclass(frozen=True, slots=True)
+class StagedAccuracy:
+    """Top-1 measured batch by batch: ``correct`` of ``seen`` images, ``total`` in the split."""
+
+    correct: int
+    seen: int
+    total: int
+
+    @property
+    def complete(self) -> bool:
+        return self.seen == self.total
+
+    @property
+    def accuracy(self) -> float:
+        """Top-1 in percent when complete; else the most it can still reach (an exact upper bound)."""
+        return 100.0 * (self.correct + self.total - self.seen) / self.total
+
+
+@torch.no_grad()
+def staged_accuracy(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], *,
+                    baseline: float | None = None, stop_drop: float | None = None) -> StagedAccuracy:
+    """Top-1 over ``batches`` in order, stopping once ``baseline - upper bound > stop_drop`` (exact)."""
+    model.eval()
+    total = sum(int(y.numel()) for _, y in batches)
+    if total == 0:
+        raise ValueError("staged_accuracy got no samples")
+    correct = seen = 0
+    for x, y in batches:
+        functional.reset_net(model)
+        logits = model(x)
+        functional.reset_net(model)
+        correct += int((logits.argmax(dim=1) == y).sum())
+        seen += int(y.numel())
+        if stop_drop is not None and baseline is not None and seen < total:
+            best_possible = 100.0 * (correct + total - seen) / total
+            if baseline - best_possible > stop_drop + 1e-9:
+                break
+    return StagedAccuracy(correct=correct, seen=seen, total=total)
 
 
 class Evaluator:
@@ -100,7 +190,21 @@ class Evaluator:
                            criterion=base.criterion, model_kwargs=base.model_kwargs)
 
     def pruned_model(self, candidate: Candidate) -> nn.Module:
-        return prune(self.model, self.plan(candidate), self.groups)
+        """The candidate's pruned model, batch norms re-estimated when the spec asks for it."""
+        model = prune(self.model, self.plan(candidate), self.groups)
+        if self.spec.bn_recalibrate and candidate.levels:
+            recalibrate_bn(model, list(self.spec.calibration_batches)[: self.spec.bn_recalibrate],
+                           after=self.first_pruned_module(candidate))
+        return model
+
+    def first_pruned_module(self, candidate: Candidate) -> str | None:
+        """The first module (definition order) whose tensors the candidate shrinks."""
+        touched = {m.module for g in self.groups if g.name in candidate.levels and isinstance(g, ChannelGroup)
+                   for m in g.members}
+        for name, _ in self.model.named_modules():
+            if name in touched:
+                return name
+        return None
 
     def costs(self, levels: Mapping[str, int]) -> dict[str, float]:
         """Analytic costs of a candidate (no model built)."""
@@ -119,13 +223,16 @@ class Evaluator:
                     os._exit(3)  # a worker that dies mid-evaluation
                 raise RuntimeError("injected failure")
             with torch.no_grad():
-                acc = self.accuracy(self.pruned_model(candidate))
+                staged = staged_accuracy(self.pruned_model(candidate), self.spec.batches,
+                                         baseline=self.spec.baseline_accuracy, stop_drop=self.spec.stop_drop)
         except KeyboardInterrupt:
             raise
         except Exception as e:  # noqa: BLE001 - one failing candidate must not end the search
             return Result(candidate=candidate, status="failed", costs=costs, seconds=time.perf_counter() - t0,
                           error=f"{type(e).__name__}: {e}"[:500],
                           violations=self.spec.constraints.violations(costs, None) if costs else {})
+        acc = staged.accuracy
         drop = self.spec.baseline_accuracy - acc
-        return Result(candidate=candidate, status="ok", accuracy=acc, acc_drop=drop, costs=costs,
-                      violations=self.spec.constraints.violations(costs, drop), seconds=time.perf_counter() - t0)
+        return Result(candidate=candidate, status="ok" if staged.complete else "stopped", accuracy=acc, acc_drop=drop,
+                      costs=costs, violations=self.spec.constraints.violations(costs, drop),
+                      seconds=time.perf_counter() - t0, samples=staged.seen)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
@@ -11,7 +12,36 @@ from hwsearch.checkpoints import LoadedModel, load_model
 from hwsearch.errors import StudyError
 from hwsearch.study import Study
 
-__all__ = ["load_study_model", "study_dataset"]
+__all__ = ["load_study_model", "study_dataset", "parse_split", "split_indices_digest"]
+
+_SLICE = re.compile(r"^(?P<name>[^\[\]]+)\[(?P<start>-?\d*):(?P<stop>-?\d*)\]$")
+
+
+def parse_split(split: str) -> tuple[str, slice | None]:
+    """``"val[:240]"`` -> ``("val", slice(None, 240))``; ``"val"`` -> ``("val", None)``.
+
+    A slice selects positions of a seeded permutation of the split (the study's ``data.seed``), so
+    disjoint slices of one split (``val[:240]`` to search on, ``val[240:]`` to confirm on) hold disjoint,
+    class-balanced-in-expectation samples.
+    """
+    m = _SLICE.match(split)
+    if m is None:
+        if "[" in split or "]" in split:
+            raise StudyError(f"bad split {split!r}; write NAME or NAME[START:STOP], e.g. val[:240]")
+        return split, None
+    to_int = lambda t: int(t) if t not in ("", "-") else None  # noqa: E731
+    return m.group("name"), slice(to_int(m.group("start")), to_int(m.group("stop")))
+
+
+def split_indices_digest(ds: Dataset[Any]) -> str:
+    """A short digest of which samples a (possibly subset) dataset holds: part of cache keys."""
+    import hashlib
+
+    idx: list[int] = list(range(len(ds)))  # type: ignore[arg-type]
+    while isinstance(ds, Subset):  # resolve nested subsets to indices of the underlying dataset
+        idx = [int(ds.indices[i]) for i in idx]
+        ds = ds.dataset
+    return hashlib.sha256(",".join(map(str, idx)).encode()).hexdigest()[:16] + f"/{len(idx)}"
 
 
 def load_study_model(study: Study, **overrides: Any) -> LoadedModel:
@@ -26,6 +56,7 @@ def study_dataset(study: Study, split: str, *, subset: int | None = None) -> Dat
     from search_spaces import get_config
 
     spec = study.data
+    split, part = parse_split(split)
     kwargs: dict[str, Any] = {"split": split}
     if spec.dataset == "digits":
         cfg = get_config(study.model)
@@ -43,6 +74,13 @@ def study_dataset(study: Study, split: str, *, subset: int | None = None) -> Dat
         else:
             kwargs["root"] = folder
     ds = build_dataset(spec.dataset, **kwargs)
+    if part is not None:
+        gen = torch.Generator().manual_seed(spec.seed)
+        idx = torch.randperm(len(ds), generator=gen)[part].sort().values.tolist()  # type: ignore[arg-type]
+        if not idx:
+            raise StudyError(f"split {split}[{part.start}:{part.stop}] of {study.path} holds no samples "
+                             f"({split} has {len(ds)}); pick a slice within 0..{len(ds)}")  # type: ignore[arg-type]
+        ds = Subset(ds, idx)
     if subset is not None and subset < len(ds):  # type: ignore[arg-type]
         gen = torch.Generator().manual_seed(spec.seed)
         idx = torch.randperm(len(ds), generator=gen)[:subset].sort().values.tolist()  # type: ignore[arg-type]

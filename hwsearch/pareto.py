@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from hwsearch.results import Result
+from hwsearch.results import COST_KEYS, Result
 from hwsearch.space import SearchSpace
 
 __all__ = ["trials_frame", "pareto_front", "plot_pareto"]
@@ -23,10 +23,15 @@ def trials_frame(results: Sequence[Result], space: SearchSpace) -> pd.DataFrame:
         row.update({f"over_{k}": v for k, v in r.violations.items()})
         for v in space.variables:
             row[f"rate:{v.name}"] = round(v.rates[r.candidate.levels.get(v.name, 0)], 4)
+        row["samples"] = r.samples
         row["seconds"] = round(r.seconds, 3)
         row["error"] = r.error
         row["key"] = r.candidate.key
         rows.append(row)
+    if not rows:  # the header alone, so an empty table still reads back
+        cols = ["number", "tag", "status", "accuracy", "acc_drop", *COST_KEYS, "feasible",
+                *[f"rate:{v.name}" for v in space.variables], "samples", "seconds", "error", "key"]
+        return pd.DataFrame(columns=cols)
     return pd.DataFrame(rows)
 
 
@@ -49,16 +54,17 @@ def pareto_front(results: Sequence[Result], cost_keys: Sequence[str] = ("param_m
 def plot_pareto(series: dict[str, Sequence[Result]], path: str, *, baseline: Result | None = None,
                 budgets: dict[str, float | None] | None = None, title: str = "") -> None:
     """Accuracy vs parameter memory and vs MACs: every candidate faint, the feasible front bold."""
-    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig = Figure(figsize=(11, 4.2))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
     for ax, key, label in ((axes[0], "param_mb", "parameter memory (MB)"), (axes[1], "macs_g", "dense GMACs / image")):
         for i, (name, results) in enumerate(series.items()):
             color = f"C{i}"
             ok = [r for r in results if r.ok and r.accuracy is not None]
+            color = "grey" if name == "profile" else color
             ax.scatter([r.costs[key] for r in ok], [r.accuracy for r in ok], s=10, alpha=0.25, color=color)
             front = pareto_front(results, (key,))
             ax.plot([r.costs[key] for r in front], [r.accuracy for r in front], "o-", color=color, ms=4, label=name)
@@ -75,4 +81,3 @@ def plot_pareto(series: dict[str, Sequence[Result]], path: str, *, baseline: Res
         fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)

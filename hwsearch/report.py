@@ -44,17 +44,33 @@ def report_markdown(setup: Any, res: Any) -> str:
         ratio = f"{p / b:.3f}" if best and b else "-"
         lines.append(f"| {label} | {'≤ ' + _fmt(req) if req is not None else '-'} | {_fmt(b)} | {_fmt(p)} | {ratio} |")
     drop_req = f"drop ≤ {c.max_acc_drop:g}" if c.max_acc_drop is not None else "-"
-    lines.append(f"| top-1 eval split ({setup.study.data.eval_split}, %) | {drop_req} | {_fmt(base.accuracy)} | "
-                 f"{_fmt(best.accuracy if best else None)} | {'-' if not best else f'{best.accuracy - base.accuracy:+.2f} pt'} |")
-    if res.baseline_test_accuracy is not None:
-        lines.append(f"| top-1 test split ({setup.study.data.test_split}, %) | - | {_fmt(res.baseline_test_accuracy)} | "
-                     f"{_fmt(res.best_test_accuracy)} | "
-                     f"{'-' if res.best_test_accuracy is None else f'{res.best_test_accuracy - res.baseline_test_accuracy:+.2f} pt'} |")
+    d = setup.study.data
+    splits = [("eval", d.eval_split, base.accuracy, best.accuracy if best else None, drop_req, "selected on"),
+              ("confirm", d.confirm_split, res.baseline_confirm_accuracy, res.best_confirm_accuracy, "-", "re-measured"),
+              ("test", d.test_split, res.baseline_test_accuracy, res.best_test_accuracy, "-", "re-measured")]
+    for label, split, b_acc, p_acc, req, _ in splits:
+        if split is None or b_acc is None:
+            continue
+        delta = "-" if p_acc is None else f"{p_acc - b_acc:+.2f} pt"
+        lines.append(f"| top-1 {label} split ({split}, %) | {req} | {_fmt(b_acc)} | {_fmt(p_acc)} | {delta} |")
     lines.append("")
     if best is None:
         lines += ["**No evaluated candidate met every constraint.** Relax the budget or the accuracy-drop limit.", ""]
+    else:
+        drops = [("eval", best.acc_drop), ("confirm", res.confirm_drop), ("test", res.test_drop)]
+        lines += ["Accuracy drop of the answer (points): "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in drops if v is not None) + ".", ""]
+        if c.max_acc_drop is not None and res.test_drop is not None and res.test_drop > c.max_acc_drop:
+            lines += [f"**Warning**: on the test split the drop is {res.test_drop:.2f} points, above the limit "
+                      f"{c.max_acc_drop:g} that the eval split met: the eval split is small or the answer over-fits "
+                      "the selection. Use a larger eval split (or `eval_subset`), or a stricter --max-acc-drop.", ""]
+    objective = "top-1 within the budgets" if res.objective == "accuracy" else f"smallest {res.objective} within the drop limit"
     lines += ["## Run", "", f"- model `{setup.space.model}`, checkpoint sha256 `{setup.space.checkpoint_sha256[:12]}`",
-              f"- strategy `{res.strategy}`, {res.evaluations} accuracy evaluations, {res.seconds:.1f} s",
+              f"- strategy `{res.strategy}`, objective: {objective}; {res.evaluations} new accuracy evaluations, "
+              f"{res.seconds:.1f} s",
+              f"- shared profile: {res.profile_evaluations} new evaluations ({res.profile_source or 'none'})",
+              f"- evaluator: batch-norm re-estimation on {setup.spec.bn_recalibrate} batches of "
+              f"`{setup.study.data.calib_split}`; early stop {'on' if setup.spec.stop_drop is not None else 'off'}",
               f"- searched groups: {len(setup.space)} ({', '.join(sorted({v.kind for v in setup.space.variables}))}), "
               f"ranking `{setup.space.criterion}`",
               f"- constraints: {json.dumps(c.to_dict())}", ""]
@@ -66,6 +82,13 @@ def report_markdown(setup: Any, res: Any) -> str:
             lv = best.candidate.levels.get(v.name, 0)
             lines.append(f"| {v.name} | {v.kind} | {v.width} | {v.levels[lv]} | {v.rates[lv]:.2f} |")
         lines.append("")
+    if res.confirmations:
+        lines += ["## Re-measured on the confirmation and test splits", "",
+                  "| candidate | eval top-1 | confirm top-1 | test top-1 |", "| --- | ---: | ---: | ---: |"]
+        for i, cf in enumerate(res.confirmations):
+            label = "answer" if i == 0 and best is not None else f"pareto {cf.key[:8]}"
+            lines.append(f"| {label} | {cf.eval_accuracy:.2f} | {_fmt(cf.confirm_accuracy)} | {_fmt(cf.test_accuracy)} |")
+        lines.append("")
     ok = sorted([r for r in res.results if r.feasible], key=lambda r: -(r.accuracy or 0))[:10]
     if ok:
         lines += ["## Top feasible candidates", "", "| # | top-1 | drop | param MB | GMACs | act MB | tag |", "| ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
@@ -73,8 +96,14 @@ def report_markdown(setup: Any, res: Any) -> str:
             lines.append(f"| {r.number} | {r.accuracy:.2f} | {r.acc_drop:.2f} | {r.costs['param_mb']:.4g} | "
                          f"{r.costs['macs_g']:.4g} | {r.costs['act_mb']:.4g} | {r.candidate.tag} |")
         lines.append("")
-    lines += ["Files: `trials.csv` (every candidate), `pareto.csv`, `pareto.png`, `best/` (pruned model), "
-              "`optuna.journal` (open with optuna-dashboard).", ""]
+    out: Path = setup.run_dir
+    files = [("trials.csv", "every candidate"), ("pareto.csv", "non-dominated feasible candidates"),
+             ("pareto.png", "the front"), ("best", "the pruned model"), ("sensitivity.csv", "the shared profile"),
+             ("optuna.journal", "open with optuna-dashboard")]
+    present = [f"`{n}{'/' if n == 'best' else ''}` ({what})" for n, what in files
+               if (out / n).exists() or (n == "best" and res.best_model is not None)
+               or (n == "optuna.journal" and (out.parent / n).exists())]
+    lines += ["Files: " + ", ".join(present) + ".", ""]
     return "\n".join(lines)
 
 
@@ -93,6 +122,7 @@ def write_outputs(setup: Any, res: Any) -> None:
         from hwsearch.pruning import save_pruned
 
         save_pruned(res.best_model, out / "best")
-        summary = {"accuracy_eval": res.best.accuracy, "accuracy_test": res.best_test_accuracy, **res.best.costs}
+        summary = {"accuracy_eval": res.best.accuracy, "accuracy_confirm": res.best_confirm_accuracy,
+                   "accuracy_test": res.best_test_accuracy, **res.best.costs}
         _atomic_write(out / "best" / "summary.json", json.dumps(summary, indent=1) + "\n")
     _atomic_write(out / "report.md", report_markdown(setup, res))

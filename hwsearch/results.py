@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Candidate", "Result", "Constraints", "candidate_key", "COST_KEYS"]
+__all__ = ["Candidate", "Result", "Constraints", "candidate_key", "COST_KEYS", "OBJECTIVES", "select_best",
+           "objective_value"]
 
 #: Cost metrics every Result carries (analytic, exact for params and MACs).
 COST_KEYS: tuple[str, ...] = ("params", "param_mb", "macs_g", "act_mb")
+#: What a search optimises among the feasible candidates: top-1 (``accuracy``, the default when a cost
+#: budget is set) or one cost to minimise under the accuracy-drop limit (the default without a budget).
+OBJECTIVES: tuple[str, ...] = ("accuracy", "param_mb", "macs_g", "act_mb")
 
 
 def candidate_key(levels: Mapping[str, int]) -> str:
@@ -91,13 +96,17 @@ class Result:
 
     Attributes:
         candidate: what was evaluated.
-        status: ``ok``, or ``failed`` (the evaluation raised or its worker died; ``error`` says why).
-        accuracy: top-1 in percent on the evaluation split (None when failed).
-        acc_drop: baseline accuracy minus ``accuracy``, percentage points.
+        status: ``ok``; ``stopped`` (multi-fidelity early stop: the errors seen on the first ``samples``
+            images already break the drop limit, so ``accuracy`` is the most it could have reached and
+            ``acc_drop`` the least drop: exact bounds, never estimates); or ``failed`` (the evaluation
+            raised or its worker died; ``error`` says why).
+        accuracy: top-1 in percent on the evaluation split (None when failed; an upper bound when stopped).
+        acc_drop: baseline accuracy minus ``accuracy``, percentage points (a lower bound when stopped).
         costs: analytic costs (:data:`COST_KEYS` at least; params and MACs are exact).
         violations: constraint -> excess (feasible when all <= 0).
         seconds: wall time of the evaluation.
         number: evaluation order within the run (set by the driver).
+        samples: evaluation images the accuracy was measured on (fewer than the split when stopped).
     """
 
     candidate: Candidate
@@ -109,10 +118,15 @@ class Result:
     seconds: float = 0.0
     error: str = ""
     number: int = -1
+    samples: int = 0
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def stopped(self) -> bool:
+        return self.status == "stopped"
 
     @property
     def feasible(self) -> bool:
@@ -121,11 +135,38 @@ class Result:
     def to_dict(self) -> dict[str, Any]:
         return {"candidate": self.candidate.to_dict(), "status": self.status, "accuracy": self.accuracy,
                 "acc_drop": self.acc_drop, "costs": dict(self.costs), "violations": dict(self.violations),
-                "seconds": self.seconds, "error": self.error, "number": self.number}
+                "seconds": self.seconds, "error": self.error, "number": self.number,
+                "samples": self.samples}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Result:
         return cls(candidate=Candidate.from_dict(data["candidate"]), status=str(data["status"]),
                    accuracy=data.get("accuracy"), acc_drop=data.get("acc_drop"), costs=dict(data.get("costs", {})),
                    violations=dict(data.get("violations", {})), seconds=float(data.get("seconds", 0.0)),
-                   error=str(data.get("error", "")), number=int(data.get("number", -1)))
+                   error=str(data.get("error", "")), number=int(data.get("number", -1)),
+                   samples=int(data.get("samples", 0)))
+
+
+def objective_value(result: Result, objective: str) -> float:
+    """The quantity ``objective`` ranks by, as a number to maximise (costs are negated)."""
+    if objective == "accuracy":
+        return float(result.accuracy if result.accuracy is not None else -math.inf)
+    return -float(result.costs.get(objective, math.inf))
+
+
+def select_best(results: Iterable[Result], objective: str = "accuracy") -> Result | None:
+    """The best feasible result: the highest top-1 (``accuracy``) or the smallest cost ``objective``.
+
+    Ties: for ``accuracy`` the smaller parameter memory, for a cost the higher top-1; then the earlier
+    result. This is the one rule every strategy, the driver and the reports use.
+    """
+    best: Result | None = None
+    best_key: tuple[float, float] | None = None
+    for r in results:
+        if not r.feasible or r.accuracy is None:
+            continue
+        second = -float(r.costs.get("param_mb", 0.0)) if objective == "accuracy" else float(r.accuracy)
+        key = (objective_value(r, objective), second)
+        if best_key is None or key > best_key:
+            best, best_key = r, key
+    return best

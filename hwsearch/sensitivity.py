@@ -124,6 +124,8 @@ class SensitivityEntry:
         params, param_mb, macs_g, act_mb: predicted costs of the whole model (None: unknown).
         mem_saving: ``1 - param_mb / baseline param_mb`` (fraction; None: unknown).
         kind: group kind (``mlp``, ``qk``, ...).
+        stopped: the evaluation was stopped early (``accuracy`` is an upper bound, ``acc_drop`` a lower
+            bound, both beyond the drop limit the profile was measured under).
     """
 
     variable: str
@@ -140,6 +142,7 @@ class SensitivityEntry:
     act_mb: float | None = None
     mem_saving: float | None = None
     kind: str = ""
+    stopped: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -214,7 +217,7 @@ class SensitivityTable:
                 r = found.get((v.name, lv))
                 if r is None:
                     continue
-                acc = float(r.accuracy) if r.ok and r.accuracy is not None else None
+                acc = float(r.accuracy) if (r.ok or r.stopped) and r.accuracy is not None else None
                 drop = None if acc is None else (float(r.acc_drop) if r.acc_drop is not None
                                                  else float(baseline_accuracy) - acc)
                 mb = _opt_float(r.costs, "param_mb")
@@ -223,7 +226,7 @@ class SensitivityTable:
                     variable=v.name, kind=v.kind, level=lv, kept=v.levels[lv], width=v.width, rate=float(v.rates[lv]),
                     nominal_rate=_nominal(float(v.rates[lv]), meta.rates), accuracy=acc, acc_drop=drop,
                     params=None if params is None else int(params), param_mb=mb, macs_g=_opt_float(r.costs, "macs_g"),
-                    act_mb=_opt_float(r.costs, "act_mb"),
+                    act_mb=_opt_float(r.costs, "act_mb"), stopped=r.stopped,
                     mem_saving=None if mb is None or not base_mb else 1.0 - mb / float(base_mb)))
         return cls(meta=meta, baseline_accuracy=float(baseline_accuracy), entries=tuple(entries),
                    baseline_costs=dict(baseline_costs or {}))

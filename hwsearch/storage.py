@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,6 @@ from hwsearch.space import SearchSpace
 __all__ = ["ResultStore", "open_storage", "JOURNAL_FILE"]
 
 JOURNAL_FILE = "optuna.journal"
-_CONSTRAINTS_KEY = "constraints"  # the system attribute Optuna's samplers and dashboard read
-
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 log = logging.getLogger(__name__)
 
@@ -74,7 +73,7 @@ class ResultStore:
         out = []
         for t in sorted(self.study.get_trials(deepcopy=False), key=lambda t: t.number):
             raw = t.user_attrs.get("result")
-            if raw is not None and t.state in (TrialState.COMPLETE, TrialState.FAIL):
+            if raw is not None and t.state in (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED):
                 out.append(Result.from_dict(json.loads(raw)))
         return out
 
@@ -82,13 +81,16 @@ class ResultStore:
         """Write ``result`` as a finished trial (COMPLETE, or FAIL when the evaluation failed)."""
         params = {name: 0 for name in self._dists}
         params.update(result.candidate.levels)
-        system_attrs = {_CONSTRAINTS_KEY: [float(v) if v != float("inf") else 1e30 for v in result.violations.values()]}
+        constraints = {k: (float(v) if math.isfinite(float(v)) else 1e30) for k, v in result.violations.items()}
+        state = TrialState.COMPLETE if result.ok else TrialState.PRUNED if result.stopped else TrialState.FAIL
         trial = optuna.trial.create_trial(
-            state=TrialState.COMPLETE if result.ok else TrialState.FAIL,
+            state=state,
             value=float(result.accuracy) if result.ok and result.accuracy is not None else None,
             params=params, distributions=self._dists,
             user_attrs={"result": json.dumps(result.to_dict()), "key": result.candidate.key, "tag": result.candidate.tag,
                         **{k: float(v) for k, v in result.costs.items()}},
-            system_attrs=system_attrs,
+            intermediate_values={int(result.samples): float(result.accuracy)}
+            if result.stopped and result.accuracy is not None else None,
+            constraints=constraints,
         )
         self.study.add_trial(trial)

@@ -31,7 +31,7 @@ from typing import Any
 from hwsearch.errors import StudyError
 from hwsearch.results import Constraints
 
-__all__ = ["Study", "DataSpec", "Constraints", "TrainSpec", "load_study", "default_study_path"]
+__all__ = ["Study", "DataSpec", "Constraints", "TrainSpec", "SearchSpec", "PRIORS", "load_study", "default_study_path"]
 
 DTYPE_BYTES: dict[str, float] = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1, "int4": 0.5}
 
@@ -47,6 +47,11 @@ class DataSpec:
         transform: eval transform for image folders: ``imagenet``, ``cifar10`` or ``cifar100``.
         img_size: input resolution (None: the model's).
         eval_split: the split searches evaluate on; test_split: the split of the final report.
+            A split may be a slice of a seeded permutation of one: ``val[:240]`` (see
+            :func:`hwsearch.loading.parse_split`).
+        confirm_split: a split disjoint from ``eval_split`` on which the final answer and the Pareto
+            front's top entries are re-measured (None: no confirmation).
+        calib_split: training split for batch-norm re-estimation of candidates (``--bn-recalibrate``).
         eval_subset: evaluate searches on this many seeded samples of eval_split (None: all).
         batch_size: evaluation batch size.
         seed: seed of the bundled split and of subsets.
@@ -58,6 +63,8 @@ class DataSpec:
     img_size: int | None = None
     eval_split: str = "val"
     test_split: str = "test"
+    confirm_split: str | None = None
+    calib_split: str = "train"
     eval_subset: int | None = None
     batch_size: int = 64
     seed: int = 0
@@ -77,6 +84,31 @@ class TrainSpec:
     train_split: str = "train"
 
 
+PRIORS: tuple[str, ...] = ("exclude", "weight", "none")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SearchSpec:
+    """How candidates are searched and scored (``[search]`` of a study; CLI flags override).
+
+    Attributes:
+        strategy: the default strategy of ``hwsearch run``.
+        objective: ``auto`` (top-1 when a cost budget is set, else the parameter memory), ``accuracy``,
+            or a cost to minimise under the drop limit: ``param_mb``, ``macs_g``, ``act_mb``.
+        prior: how strategies use the sensitivity profile: ``exclude`` (levels a group cannot tolerate
+            alone are left out of the global strategies' space), ``weight`` (kept, but drawn less often
+            the larger their drop), ``none``.
+        bn_recalibrate: training batches for re-estimating each candidate's batch-norm statistics (0: off).
+        early_stop: stop a candidate's evaluation once its drop limit is out of reach (exact bound).
+    """
+
+    strategy: str = "prioritized"
+    objective: str = "auto"
+    prior: str = "exclude"
+    bn_recalibrate: int = 0
+    early_stop: bool = True
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Study:
     """A study: model + checkpoint + data + constraints (+ optional training recipe)."""
@@ -89,6 +121,7 @@ class Study:
     data: DataSpec = field(default_factory=DataSpec)
     constraints: Constraints = field(default_factory=Constraints)
     train: TrainSpec = field(default_factory=TrainSpec)
+    search: SearchSpec = field(default_factory=SearchSpec)
 
     def require_checkpoint(self) -> Path:
         """The checkpoint path, or a StudyError naming the study key to fix."""
@@ -138,7 +171,7 @@ def load_study(path: str | Path) -> Study:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise StudyError(f"study {path} is not valid TOML: {e}") from None
-    top_keys = {"name", "model", "checkpoint", "model_args", "data", "constraints", "train"}
+    top_keys = {"name", "model", "checkpoint", "model_args", "data", "constraints", "train", "search"}
     unknown = sorted(set(raw) - top_keys)
     if unknown:
         raise StudyError(f"unknown key '{unknown[0]}' in {path}; known keys: {', '.join(sorted(top_keys))}")
@@ -158,6 +191,9 @@ def load_study(path: str | Path) -> Study:
     if constraints.dtype not in DTYPE_BYTES:
         raise StudyError(f"unknown dtype '{constraints.dtype}' in {path}; use one of {', '.join(DTYPE_BYTES)}")
     train = _build(TrainSpec, raw.get("train", {}), f"[train] of {path}")
+    search = _build(SearchSpec, raw.get("search", {}), f"[search] of {path}")
+    if search.prior not in PRIORS:
+        raise StudyError(f"unknown prior '{search.prior}' in [search] of {path}; use one of {', '.join(PRIORS)}")
     return Study(
         name=str(raw.get("name", path.stem)),
         model=raw["model"],
@@ -167,6 +203,7 @@ def load_study(path: str | Path) -> Study:
         data=data,
         constraints=constraints,
         train=train,
+        search=search,
     )
 
 

@@ -4,6 +4,7 @@ Importing this package registers every configuration; ``list_models()`` names th
 ``create_model(name, **overrides)`` builds one (random weights, official state_dict keys).
 """
 
+from search_spaces._fastlif import reference_lif
 from search_spaces._registry import MODELS, ModelConfig, create_model, get_config, list_models, register_config
 
 # Importing the family modules registers their configurations.
@@ -11,7 +12,7 @@ from search_spaces import qkformer as qkformer  # noqa: E402
 from search_spaces import sdt as sdt  # noqa: E402
 from search_spaces import spikformer as spikformer  # noqa: E402
 
-__all__ = ["MODELS", "ModelConfig", "create_model", "get_config", "list_models", "register_config"]
+__all__ = ["MODELS", "ModelConfig", "create_model", "get_config", "list_models", "reference_lif", "register_config"]
 
 # Prunable-group declarations (register into hwsearch.pruning.GROUP_DECLARATIONS).
 from search_spaces import _spikformer_groups as _spikformer_groups  # noqa: E402

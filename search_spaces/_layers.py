@@ -6,6 +6,8 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import neuron, surrogate
 
+from search_spaces._fastlif import FastLIFNode
+
 __all__ = ["lif", "trunc_normal_init", "add_residual_branches"]
 
 #: The official neurons: legacy ``MultiStepLIFNode(tau=2.0, detach_reset=True)`` mapped to 2.0.0.
@@ -17,9 +19,11 @@ ATTN_LIF_THRESHOLD = 0.5
 def lif(v_threshold: float = LIF_THRESHOLD) -> neuron.LIFNode:
     """A multi-step LIF neuron as the official code builds it (tau 2, hard reset to 0, detach_reset).
 
-    Input ``[T, ...]``; output binary spikes of the same shape. Has no state_dict entries.
+    Input ``[T, ...]``; output binary spikes of the same shape. Has no state_dict entries. A
+    :class:`~search_spaces._fastlif.FastLIFNode`: spikingjelly's ``LIFNode`` with a bit-identical fast CPU
+    path when no gradient is needed (``HWSEARCH_REFERENCE_LIF=1`` or ``reference_lif()`` turn it off).
     """
-    return neuron.LIFNode(
+    return FastLIFNode(
         tau=LIF_TAU,
         decay_input=True,
         v_threshold=float(v_threshold),

@@ -3,24 +3,68 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
 from hwsearch.errors import UserError
+from hwsearch.results import OBJECTIVES
 from hwsearch.space import ALL_AXES, DEFAULT_AXES, DEFAULT_RATES
+from hwsearch.study import PRIORS
 
-__all__ = ["add_search_options", "constraints_from_args", "rates_from_args", "axes_from_args"]
+__all__ = ["add_search_options", "constraints_from_args", "rates_from_args", "axes_from_args", "search_settings"]
+
+
+def _budget(text: str) -> float | str:
+    """A positive finite number, or ``none`` (switch the study's budget off)."""
+    if text.strip().lower() == "none":
+        return "none"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'none', got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive finite number or 'none', got {text!r}")
+    return value
+
+
+def _drop(text: str) -> float | str:
+    """Percentage points in [0, 100], or ``none``."""
+    if text.strip().lower() == "none":
+        return "none"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected percentage points in [0, 100] or 'none', got {text!r}") from None
+    if not math.isfinite(value) or not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"expected percentage points in [0, 100] or 'none', got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
 
 
 def add_search_options(p: argparse.ArgumentParser, *, budgets: bool = True) -> None:
     if budgets:
-        p.add_argument("--budget-mb", type=float, default=None, metavar="X",
-                       help="parameter-memory budget in MB (10^6 bytes) at --dtype (default: the study's)")
-        p.add_argument("--budget-macs", type=float, default=None, metavar="G", help="dense-MAC budget, G per image")
-        p.add_argument("--budget-act-mb", type=float, default=None, metavar="Y",
-                       help="spike-activation memory budget in MB (1-bit spikes)")
-        p.add_argument("--max-acc-drop", type=float, default=None, metavar="D",
-                       help="largest allowed top-1 drop in percentage points (default: the study's)")
+        p.add_argument("--budget-mb", type=_budget, default=None, metavar="X",
+                       help="parameter-memory budget in MB (10^6 bytes) at --dtype; 'none' switches the study's off "
+                            "(default: the study's)")
+        p.add_argument("--budget-macs", type=_budget, default=None, metavar="G",
+                       help="dense-MAC budget, G per image ('none': off)")
+        p.add_argument("--budget-act-mb", type=_budget, default=None, metavar="Y",
+                       help="spike-activation memory budget in MB (1-bit spikes; 'none': off)")
+        p.add_argument("--max-acc-drop", type=_drop, default=None, metavar="D",
+                       help="largest allowed top-1 drop in percentage points, 0-100 (default: the study's)")
+        p.add_argument("--objective", default=None, choices=["auto", *OBJECTIVES],
+                       help="what the answer optimises: auto (default: top-1 when a cost budget is set, else the "
+                            "parameter memory under --max-acc-drop), accuracy, or a cost to minimise")
         p.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16", "int8", "int4"],
                        help="deployment dtype of the weights for --budget-mb (default: the study's)")
     p.add_argument("--rates", default=None, metavar="R1,R2,...",
@@ -39,7 +83,17 @@ def add_search_options(p: argparse.ArgumentParser, *, budgets: bool = True) -> N
                    help="Optuna storage URL (default: a journal file in the run directory)")
     p.add_argument("--resume", action="store_true", help="continue the run stored in --out / --storage")
     p.add_argument("--sensitivity", type=Path, default=None, metavar="FILE",
-                   help="reuse this sensitivity table (default: computed once and cached in the run directory)")
+                   help="use this sensitivity table as the shared profile: sensitivity.json, or the wide or long CSV "
+                        "(default: computed once and cached in the user cache, $HWSEARCH_CACHE_DIR or ~/.cache/hwsearch)")
+    p.add_argument("--prior", default=None, choices=list(PRIORS),
+                   help="how strategies use the shared sensitivity profile: exclude (default: levels a group cannot "
+                        "tolerate alone are left out), weight (drawn less often), none")
+    p.add_argument("--bn-recalibrate", type=_count, default=None, metavar="N",
+                   help="re-estimate each candidate's batch-norm statistics on N training batches before scoring "
+                        "(0: off; default: the study's [search] bn_recalibrate)")
+    p.add_argument("--no-early-stop", action="store_true",
+                   help="measure every candidate on the whole eval split (default: stop once the drop limit is "
+                        "out of reach, an exact bound)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -66,3 +120,10 @@ def constraints_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return {"param_mb": getattr(args, "budget_mb", None), "macs_g": getattr(args, "budget_macs", None),
             "act_mb": getattr(args, "budget_act_mb", None), "max_acc_drop": getattr(args, "max_acc_drop", None),
             "dtype": getattr(args, "dtype", None)}
+
+
+def search_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``[search]`` overrides a command line gives (None: the study's)."""
+    return {"bn_recalibrate": getattr(args, "bn_recalibrate", None), "prior": getattr(args, "prior", None),
+            "objective": getattr(args, "objective", None),
+            "early_stop": False if getattr(args, "no_early_stop", False) else None}

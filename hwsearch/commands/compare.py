@@ -6,16 +6,25 @@ import argparse
 from pathlib import Path
 
 from hwsearch.commands._base import Command, add_study_argument, study_from_args
-from hwsearch.commands._search_options import add_search_options, axes_from_args, constraints_from_args, rates_from_args
+from hwsearch.commands._search_options import (
+    add_search_options,
+    axes_from_args,
+    constraints_from_args,
+    rates_from_args,
+    search_settings,
+)
 
-DEFAULT = "prioritized,sensitivity,tpe,knapsack,nsga2,random"
+DEFAULT = "prioritized,sensitivity,knapsack,analytic,tpe,nsga2,random"
 
 
 def _add(p: argparse.ArgumentParser) -> None:
     add_study_argument(p)
     p.add_argument("--strategies", default=DEFAULT, help=f"comma-separated strategy names (default {DEFAULT})")
     p.add_argument("--eval-budget", type=int, default=120, metavar="N",
-                   help="accuracy evaluations per strategy, sensitivity profile included where used (default 120)")
+                   help="new accuracy evaluations per strategy; the shared profile is computed (or reused) once and "
+                        "not counted (default 120)")
+    p.add_argument("--no-warm-start", action="store_true",
+                   help="do not hand the greedy, knapsack and analytic answers to the global strategies")
     add_search_options(p)
 
 
@@ -31,7 +40,7 @@ def _run(args: argparse.Namespace) -> int:
                           workers=args.workers, ray_address=args.ray_address, seed=args.seed, out=out,
                           resume=args.resume, axes=axes_from_args(args), rates=rates_from_args(args),
                           criterion=args.criterion, eval_subset=args.eval_subset, sensitivity_file=args.sensitivity,
-                          progress=not args.quiet)
+                          progress=not args.quiet, warm_start=not args.no_warm_start, **search_settings(args))
     with pd.option_context("display.width", 200, "display.float_format", "{:.3f}".format):
         print(frame.to_string(index=False))
     print(f"\nwrote {out / 'comparison.csv'}, {out / 'comparison.png'} and one run directory per strategy")

@@ -7,14 +7,22 @@ import sys
 from pathlib import Path
 
 from hwsearch.commands._base import Command, add_study_argument, study_from_args
-from hwsearch.commands._search_options import add_search_options, axes_from_args, constraints_from_args, rates_from_args
+from hwsearch.commands._search_options import (
+    add_search_options,
+    axes_from_args,
+    constraints_from_args,
+    rates_from_args,
+    search_settings,
+)
 
 
 def _add(p: argparse.ArgumentParser) -> None:
     add_study_argument(p)
-    p.add_argument("--strategy", default="prioritized", help="search strategy (default prioritized; see `hwsearch strategies`)")
+    p.add_argument("--strategy", default=None,
+                   help="search strategy (default: the study's [search] strategy, prioritized; see `hwsearch strategies`)")
     p.add_argument("--trials", type=int, default=None, metavar="N",
-                   help="most accuracy evaluations (default: the strategy's own stopping rule)")
+                   help="most new accuracy evaluations, the shared profile not counted (default: the strategy's own "
+                        "stopping rule)")
     p.add_argument("--warm-start", type=Path, default=None, metavar="RUN_DIR",
                    help="tpe/nsga2: evaluate the best feasible candidate of an earlier run first (Optuna enqueue_trial), "
                         "e.g. the prioritized run's directory")
@@ -48,21 +56,23 @@ def _run(args: argparse.Namespace) -> int:
     from hwsearch.driver import prepare, search
     from hwsearch.strategies import STRATEGIES
 
-    STRATEGIES.get(args.strategy)  # unknown names fail before any work
     study = study_from_args(args)
-    out = args.out if args.out is not None else Path("runs") / f"{study.name}-{args.strategy}"
+    strategy = args.strategy or study.search.strategy
+    STRATEGIES.get(strategy)  # unknown names fail before any work
+    out = args.out if args.out is not None else Path("runs") / f"{study.name}-{strategy}"
     setup = prepare(study, constraints=constraints_from_args(args), axes=axes_from_args(args), rates=rates_from_args(args),
                     criterion=args.criterion, eval_subset=args.eval_subset, run_dir=out, storage=args.storage,
-                    progress=not args.quiet)
+                    progress=not args.quiet, **search_settings(args))
     params = {}
     if args.warm_start is not None:
         params["warm_start"] = warm_start_levels(args.warm_start, setup.space)
-    res = search(study, strategy=args.strategy, trials=args.trials, workers=args.workers, ray_address=args.ray_address,
+    res = search(study, strategy=strategy, trials=args.trials, workers=args.workers, ray_address=args.ray_address,
                  seed=args.seed, resume=args.resume, sensitivity_file=args.sensitivity, progress=not args.quiet,
                  strategy_params=params, setup=setup)
     base, best = res.baseline, res.best
     print(f"run directory  {res.run_dir}")
-    print(f"evaluations    {res.evaluations} in {res.seconds:.1f} s")
+    print(f"evaluations    {res.evaluations} new in {res.seconds:.1f} s (shared profile: {res.profile_evaluations} new, "
+          f"{'reused' if res.profile_evaluations == 0 else 'cached'})")
     print(f"baseline       top-1 {base.accuracy:.2f} %, {base.costs['param_mb']:.4f} MB, {base.costs['macs_g']:.4f} GMACs")
     for note in res.notes:
         print(f"note           {note}")
@@ -70,13 +80,22 @@ def _run(args: argparse.Namespace) -> int:
         print(f"interrupted: finished evaluations are stored; continue with --resume --out {res.run_dir}", file=sys.stderr)
         return 130
     if best is None:
-        print("no evaluated candidate met every constraint (see report.md); relax --budget-mb or --max-acc-drop")
+        given = [f for f, k in (("--budget-mb", "param_mb"), ("--budget-macs", "macs_g"), ("--budget-act-mb", "act_mb"))
+                 if getattr(setup.constraints, k) is not None]
+        print(f"no evaluated candidate met every constraint (see report.md); relax {' or '.join(given + ['--max-acc-drop'])}")
         return 3
     saving = 1 - best.costs["param_mb"] / base.costs["param_mb"]
     print(f"best           top-1 {best.accuracy:.2f} % (drop {best.acc_drop:.2f} pt), {best.costs['param_mb']:.4f} MB "
           f"({100 * saving:.1f} % saved), {best.costs['macs_g']:.4f} GMACs")
+    if res.best_confirm_accuracy is not None:
+        print(f"confirm split  baseline {res.baseline_confirm_accuracy:.2f} %, pruned {res.best_confirm_accuracy:.2f} % "
+              f"(drop {res.confirm_drop:.2f} pt)")
     if res.best_test_accuracy is not None:
-        print(f"test split     baseline {res.baseline_test_accuracy:.2f} %, pruned {res.best_test_accuracy:.2f} %")
+        print(f"test split     baseline {res.baseline_test_accuracy:.2f} %, pruned {res.best_test_accuracy:.2f} % "
+              f"(drop {res.test_drop:.2f} pt)")
+        limit = setup.constraints.max_acc_drop
+        if limit is not None and res.test_drop is not None and res.test_drop > limit:
+            print(f"warning        the test drop {res.test_drop:.2f} exceeds --max-acc-drop {limit:g} (see report.md)")
     print(f"report         {res.run_dir / 'report.md'}")
     return 0
 

@@ -17,19 +17,23 @@ def _add(p: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from hwsearch.runners import make_runner
     from hwsearch.driver import prepare
-    from hwsearch.sensitivity_run import ensure_sensitivity
+    from hwsearch.profiling import ensure_profile
+    from hwsearch.runners import make_runner
 
     study = study_from_args(args)
     out = args.out if args.out is not None else Path("runs") / f"{study.name}-sensitivity"
     setup = prepare(study, axes=axes_from_args(args), rates=rates_from_args(args), criterion=args.criterion,
-                    eval_subset=args.eval_subset, run_dir=out, storage=args.storage, progress=not args.quiet)
+                    eval_subset=args.eval_subset, run_dir=out, storage=args.storage, progress=not args.quiet,
+                    bn_recalibrate=args.bn_recalibrate, prior=args.prior,
+                    early_stop=False if args.no_early_stop else None)
     with make_runner(args.workers, args.ray_address) as runner:
         runner.start(setup.spec)
-        table = ensure_sensitivity(setup, runner, file=args.sensitivity, progress=not args.quiet)
+        profile = ensure_profile(setup, runner, file=args.sensitivity, progress=not args.quiet)
+    table = profile.table
     with pd.option_context("display.width", 200, "display.max_rows", None, "display.float_format", "{:.2f}".format):
-        print(f"baseline top-1 {setup.baseline.accuracy:.2f} % on {setup.study.data.eval_split}")
+        print(f"baseline top-1 {setup.baseline.accuracy:.2f} % on {setup.study.data.eval_split}; profile "
+              + (f"{profile.new_evaluations} new evaluations" if profile.new_evaluations else f"reused ({profile.source})"))
         print(table.to_wide_frame().to_string())
     print(f"\nwrote {out / 'sensitivity.csv'} (layer x rate), {out / 'sensitivity_long.csv'}, {out / 'sensitivity.png'}")
     return 0

@@ -16,5 +16,6 @@ __all__ += ["NSGA2Search", "OptunaSearch", "RandomSearch", "TPESearch"]
 from hwsearch.strategies._prioritized import PrioritizedGreedy  # noqa: E402  (registers "prioritized")
 from hwsearch.strategies._psvit import PSViTSensitivity  # noqa: E402  (registers "sensitivity")
 from hwsearch.strategies._knapsack import KnapsackMILP, solve_milp  # noqa: E402  (registers "knapsack")
+from hwsearch.strategies._analytic import AnalyticScan  # noqa: E402  (registers "analytic")
 
-__all__ += ["KnapsackMILP", "PSViTSensitivity", "PrioritizedGreedy", "solve_milp"]
+__all__ += ["AnalyticScan", "KnapsackMILP", "PSViTSensitivity", "PrioritizedGreedy", "solve_milp"]

@@ -21,7 +21,7 @@ import numpy as np
 
 from hwsearch.errors import UserError
 from hwsearch.registry import Registry
-from hwsearch.results import Candidate, Constraints, Result
+from hwsearch.results import Candidate, Constraints, Result, select_best
 from hwsearch.space import SearchSpace
 
 __all__ = ["Problem", "Strategy", "STRATEGIES", "register_strategy", "create_strategy", "list_strategies"]
@@ -41,6 +41,16 @@ class Problem:
         eval_budget: the most accuracy evaluations the strategy may ask for (None: its own default).
         sensitivity: a precomputed per-variable x level accuracy table (``SensitivityTable``) or None.
         objectives: for multi-objective strategies, the costs traded against accuracy.
+        objective: what the answer optimises among feasible candidates: ``accuracy`` (the most accurate
+            within the budgets) or a cost key (the smallest within the budgets and the drop limit).
+        prior: the shared :class:`~hwsearch.prior.Prior` built from the sensitivity table (allowed
+            levels, predicted drop, projection onto the budgets), or None.
+        history: results known before the strategy starts (the shared profile); strategies learn from
+            them and may answer with them; asking one again costs no evaluation.
+        importance: per variable, the estimated loss of pruning it to each level (index 0 = 0.0), from
+            a cheap gradient importance (Taylor / Fisher) on a few batches; None when not computed.
+        warm_start: known-good candidates (e.g. the greedy's and the knapsack's answers) that global
+            strategies evaluate or are told first.
     """
 
     space: SearchSpace
@@ -51,6 +61,11 @@ class Problem:
     eval_budget: int | None = None
     sensitivity: Any = None
     objectives: Sequence[str] = field(default_factory=lambda: ("param_mb",))
+    objective: str = "accuracy"
+    prior: Any = None
+    history: Sequence[Result] = ()
+    importance: Mapping[str, Sequence[float]] | None = None
+    warm_start: Sequence[Mapping[str, int]] = ()
 
     def cost_feasible(self, levels: Mapping[str, int]) -> bool:
         """Whether a candidate meets every cost budget (prediction is exact for params and MACs)."""
@@ -67,6 +82,8 @@ class Strategy(abc.ABC):
     name: ClassVar[str] = ""
     #: whether the strategy needs the sensitivity table (profiles first when none is given).
     needs_sensitivity: ClassVar[bool] = False
+    #: whether the strategy reads ``problem.importance`` (the driver computes it only then).
+    needs_importance: ClassVar[bool] = False
 
     def __init__(self, *, seed: int = 0) -> None:
         self.seed = seed
@@ -95,6 +112,16 @@ class Strategy(abc.ABC):
     def notes(self) -> list[str]:
         """Human-readable lines for the report (e.g. why the budget could not be met)."""
         return []
+
+    def answer(self, results: Sequence[Result]) -> Result | None:
+        """The strategy's own answer among ``results`` (every result it was told, history included).
+
+        Default: the best feasible one under ``problem.objective`` (:func:`~hwsearch.results.select_best`)
+        that meets every cost budget by the exact prediction. Procedures that end in a plan of their
+        own (PrimeSVT's accepted levels) override this.
+        """
+        p = self.problem
+        return select_best([r for r in results if p.cost_feasible(r.candidate.levels)], p.objective)
 
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy", list_command="hwsearch strategies")

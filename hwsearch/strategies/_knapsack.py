@@ -62,6 +62,8 @@ VERIFY_SAMPLES = 16
 MODEL_RTOL = 1e-5
 #: Extra re-solves allowed for solutions the exact prediction rejects at the budget's edge.
 EDGE_RETRIES = 20
+#: Min-cost mode: bisection stops when the failing and passing budgets are this close (fraction of base).
+SCAN_TOL = 0.01
 
 #: (u, v) variable indices (u < v) -> cost key -> interaction matrix [l_u][l_v].
 Pairs = Mapping[tuple[int, int], Mapping[str, Sequence[Sequence[float]]]]
@@ -240,12 +242,27 @@ class KnapsackMILP(StepwiseStrategy):
         self.interactions: list[tuple[str, str]] = []
         self.enumerated: list[str] = []
         self.model_error: dict[str, float] = {}
+        self.scan: list[tuple[float, dict[str, int], float]] = []  # min-cost mode: (budget, levels, drop)
+        self._cons = problem.constraints
+        self._noted = False
+
+    def _loss(self, table: Any) -> dict[str, list[float]]:
+        """Per variable and level, the single-group drop clipped at 0 (inf: unmeasured, or outside the prior)."""
+        p = self.problem
+        out = {}
+        for v in p.space.variables:
+            allowed = set(p.prior.allowed[v.name]) if p.prior is not None else set(range(len(v.levels)))
+            out[v.name] = [0.0] + [max(table.drop(v.name, lv), 0.0) if lv in allowed else math.inf
+                                   for lv in range(1, len(v.levels))]
+        return out
 
     def _steps(self) -> Steps:
         table = yield from self._sensitivity()
         p = self.problem
-        loss = {v.name: [0.0] + [max(table.drop(v.name, lv), 0.0) for lv in range(1, len(v.levels))]
-                for v in p.space.variables}
+        if p.objective != "accuracy":
+            yield from self._min_cost(table)
+            return
+        loss = self._loss(table)
         raw = {v.name: [0.0] + [table.drop(v.name, lv) for lv in range(1, len(v.levels))] for v in p.space.variables}
         plans = self.plan(loss)
         if not plans:
@@ -268,20 +285,79 @@ class KnapsackMILP(StepwiseStrategy):
                                f"{'feasible' if rec.feasible else 'infeasible'}; {self.describe_costs(rec.levels)}")
         self.solutions = done
 
-    def plan(self, loss: Mapping[str, Sequence[float]]) -> list[tuple[dict[str, int], float]]:
+    def _min_cost(self, table: Any) -> Steps:
+        """Smallest ``objective`` cost within the drop limit: bisection over a budget on that cost.
+
+        For a budget ``B`` the MILP gives the plan of least predicted loss with cost <= B. First, without
+        evaluating, ``B`` is lowered while the predicted drop (additive, rescaled by the prior's
+        observations) stays within the limit; then each evaluation halves the interval between the
+        largest budget known to fail and the smallest known to pass, until they are within
+        :data:`SCAN_TOL` of the unpruned cost or the evaluation budget is spent.
+        """
+        p = self.problem
+        key = p.objective
+        loss = self._loss(table)
+        base = float(p.baseline_costs[key])
+        smallest = float(p.predict({v.name: max(i for i, x in enumerate(loss[v.name]) if math.isfinite(x))
+                                    for v in p.space.variables})[key])
+        scale = p.prior.scale() if p.prior is not None else 1.0
+        limit = self.max_drop()
+
+        def solve(budget: float) -> tuple[dict[str, int], float] | None:
+            self._cons = replace(p.constraints, **{key: budget})
+            try:
+                sols = self.plan(loss, k=1, quiet=True)
+            finally:
+                self._cons = p.constraints
+            return sols[0] if sols else None
+
+        lo, hi = smallest, base
+        for _ in range(30):  # predicted frontier: no evaluation
+            mid = (lo + hi) / 2
+            sol = solve(mid)
+            if sol is not None and scale * sol[1] <= limit:
+                hi = mid
+            else:
+                lo = mid
+            if hi - lo < SCAN_TOL * base / 4:
+                break
+        guess = hi
+        lo, hi = smallest, base  # lo: assumed failing, hi: passing (the unpruned model)
+        budget = guess
+        while hi - lo > SCAN_TOL * base and self.budget_left() > 0:
+            sol = solve(budget)
+            if sol is None:
+                lo = budget
+            else:
+                cand = Candidate(levels=sol[0], tag="milp")
+                res = (yield [cand])[cand.key]
+                drop = self.measured_drop(res)
+                self.scan.append((budget, dict(cand.levels), drop))
+                cost = float(p.predict(cand.levels)[key])
+                if self.is_feasible(cand, res):
+                    hi = min(budget, cost)
+                else:
+                    lo = budget
+            budget = (lo + hi) / 2
+        self._notes.append(f"knapsack (min {key}): {len(self.scan)} budgets evaluated by bisection; smallest passing "
+                           f"{key} {hi:.4g} ({100 * (1 - hi / base):.1f}% saved)")
+
+    def plan(self, loss: Mapping[str, Sequence[float]], *, k: int | None = None,
+             quiet: bool = False) -> list[tuple[dict[str, int], float]]:
         """The ``k`` best (levels, predicted loss) under the budgets (see the module docstring)."""
         p = self.problem
-        keys = [key for key in COST_BUDGET_KEYS if getattr(p.constraints, key) is not None]
+        keys = [key for key in COST_BUDGET_KEYS if getattr(self._cons, key) is not None]
         variables = list(p.space.variables)
         items = [[{v.name: lv} if lv else {} for lv in range(len(v.levels))] for v in variables]
         edges = self._edges(items, keys)
         self.interactions = [(variables[i].name, variables[j].name) for i, j in edges]
         model = self._model(items, keys, edges)
         if model is not None:
-            if edges:
+            if edges and not quiet and not self._noted:
+                self._noted = True
                 self._notes.append(f"knapsack: {len(edges)} pairwise cost interaction(s) (e.g. "
                                    f"{' x '.join(self.interactions[0])}) modelled exactly by product terms")
-            return self._solve(model, loss)
+            return self._solve(model, loss, k)
         groups = _components(len(variables), edges)
         sizes = [math.prod(len(variables[i].levels) for i in g) for g in groups]
         worst = max(range(len(groups)), key=lambda g: sizes[g])
@@ -298,11 +374,14 @@ class KnapsackMILP(StepwiseStrategy):
                                     f"merged ({names}, ...); use another strategy for this space")
         merged = [g for g in groups if len(g) > 1]
         self.enumerated = [", ".join(variables[i].name for i in g) for g in merged]
-        self._notes.append(f"knapsack: costs have interactions of three or more variables; {len(merged)} group(s) "
-                           f"merged into joint items (largest: {names}, {sizes[worst]} combinations)")
-        return self._solve(model, loss)
+        if not quiet and not self._noted:
+            self._noted = True
+            self._notes.append(f"knapsack: costs have interactions of three or more variables; {len(merged)} group(s) "
+                               f"merged into joint items (largest: {names}, {sizes[worst]} combinations)")
+        return self._solve(model, loss, k)
 
-    def _solve(self, model: _CostModel, loss: Mapping[str, Sequence[float]]) -> list[tuple[dict[str, int], float]]:
+    def _solve(self, model: _CostModel, loss: Mapping[str, Sequence[float]],
+               k: int | None = None) -> list[tuple[dict[str, int], float]]:
         """The ``k`` best of a cost model, as level maps with their predicted loss."""
         p, items = self.problem, model.items
 
@@ -311,8 +390,8 @@ class KnapsackMILP(StepwiseStrategy):
 
         item_loss = [[sum(loss[n][lv] for n, lv in opt.items()) for opt in item] for item in items]
         rates = [[sum(p.space[n].rates[lv] for n, lv in opt.items()) for opt in item] for item in items]
-        sols = solve_milp(item_loss, model.deltas, model.limits, pairs=model.pairs, k=int(self.k), tiebreak=rates,
-                          accept=lambda ch: p.cost_feasible(full(ch)))
+        sols = solve_milp(item_loss, model.deltas, model.limits, pairs=model.pairs, k=int(k or self.k), tiebreak=rates,
+                          accept=lambda ch: all(v <= 1e-12 for v in self._cons.cost_violations(p.predict(full(ch))).values()))
         return [(full(s.choice), s.objective) for s in sols]
 
     # --------------------------------------------------------------------------------- cost model
@@ -344,7 +423,7 @@ class KnapsackMILP(StepwiseStrategy):
                 self._notes.append(f"knapsack: the {key} model is within {err:.2g} of the exact prediction (rounding "
                                    "in the cost model); every solution is checked with the exact prediction")
         self.model_error = error
-        limits = {key: float(getattr(p.constraints, key)) - float(base[key]) for key in keys}
+        limits = {key: float(getattr(self._cons, key)) - float(base[key]) for key in keys}
         return _CostModel(items=list(items), deltas=deltas, pairs=pairs, limits=limits)
 
     def _edges(self, items: Sequence[Item], keys: Sequence[str]) -> list[tuple[int, int]]:

@@ -26,8 +26,8 @@ class NSGA2Search(OptunaSearch):
 
     Same ask/tell plumbing and constraint handling as ``tpe`` (``Trial.set_constraint``; NSGA-II ranks
     feasible trials first, infeasible ones by their total violation). Objective values of a trial are
-    ``[accuracy, *costs]`` with the costs taken from the result (predicted when it has none), accuracy 0
-    for a failed or skipped trial. :meth:`pareto` is the trade-off found; :meth:`best` is what the
+    ``[accuracy, *costs]`` (exact predicted costs); an early-stopped trial is PRUNED (its accuracy is only
+    bounded) and NSGA-II, which ranks COMPLETE trials only, leaves it out of the population. :meth:`pareto` is the trade-off found; :meth:`best` is what the
     driver keeps: the most accurate feasible result meeting every budget.
 
     Args:
@@ -37,8 +37,7 @@ class NSGA2Search(OptunaSearch):
         mutation_prob: per-variable mutation probability (None: 1 / number of variables).
         crossover_prob: probability that a child comes from crossover rather than a copy.
         warm_start: candidates (``Candidate`` or level maps, the latter plain data) enqueued first.
-        skip_infeasible: tell Optuna at once, without an evaluation, about trials that break a cost
-            budget by prediction.
+        use_prior: search only the levels the shared prior allows; the first population is drawn from it.
         seed: seed of the sampler.
 
     >>> NSGA2Search(population_size=8).get_params()["population_size"]
@@ -49,14 +48,17 @@ class NSGA2Search(OptunaSearch):
 
     def __init__(self, *, n_trials: int | None = None, population_size: int = 20, mutation_prob: float | None = None,
                  crossover_prob: float = 0.9, warm_start: Sequence[Candidate | Mapping[str, int]] | None = None,
-                 skip_infeasible: bool = True, seed: int = 0) -> None:
+                 use_prior: bool = True, seed: int = 0) -> None:
         self.n_trials = n_trials
         self.population_size = population_size
         self.mutation_prob = mutation_prob
         self.crossover_prob = crossover_prob
         self.warm_start = warm_start
-        self.skip_infeasible = skip_infeasible
+        self.use_prior = use_prior
         self.seed = seed
+
+    def _startup_count(self) -> int:
+        return int(self.population_size) if self.use_prior and self.problem.prior is not None else 0
 
     def setup(self, problem: Problem) -> None:
         if self.population_size < 2:
@@ -76,10 +78,11 @@ class NSGA2Search(OptunaSearch):
     def _directions(self) -> list[StudyDirection]:
         return [StudyDirection.MAXIMIZE, *[StudyDirection.MINIMIZE] * len(self._objectives)]
 
-    def _values(self, levels: Mapping[str, int], accuracy: float, result: Result | None) -> list[float]:
-        predicted = self.problem.predict(levels)
-        costs = result.costs if result is not None and result.ok else {}
-        return [accuracy, *(float(costs.get(k, predicted[k])) for k in self._objectives)]
+    def _values(self, result: Result) -> list[float] | None:
+        if not result.ok or result.accuracy is None:
+            return None
+        predicted = self.problem.predict(result.candidate.levels)
+        return [float(result.accuracy), *(float(predicted[k]) for k in self._objectives)]
 
     def pareto(self) -> list[Result]:
         """Feasible results that no other feasible result dominates (accuracy up, every objective down).

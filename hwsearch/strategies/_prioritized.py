@@ -26,10 +26,11 @@ The plan PrimeSVT returns is :attr:`PrioritizedGreedy.final_levels` (the accepte
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hwsearch.errors import UserError
-from hwsearch.results import Candidate
+from hwsearch.results import Candidate, Result
 from hwsearch.space import Variable
 from hwsearch.strategies._base import Problem, register_strategy
 from hwsearch.strategies._stepwise import Steps, StepwiseStrategy
@@ -91,6 +92,20 @@ class PrioritizedGreedy(StepwiseStrategy):
         self.final_levels: dict[str, int] = {}
         self.skipped: list[str] = []
         self.budget_met = False
+
+    def answer(self, results: Sequence[Result]) -> Result | None:
+        """PrimeSVT's own answer: the accepted plan (:attr:`final_levels`) when it is feasible.
+
+        Until the walk has accepted a plan (or when it is not feasible: budget unmet), the best feasible
+        result it was told stands in (the default rule).
+        """
+        if self.final_levels:
+            key = Candidate(levels=self.final_levels).key
+            mine = [r for r in results if r.candidate.key == key and r.feasible
+                    and self.problem.cost_feasible(r.candidate.levels)]
+            if mine:
+                return mine[0]
+        return super().answer(results)
 
     def ordered_variables(self) -> list[Variable]:
         """The walk order of the variables."""

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
+from hwsearch.prior import Prior
 from hwsearch.results import Candidate, Result
 from hwsearch.strategies._base import Problem, Strategy, register_strategy
 
-__all__ = ["DEFAULT_N_TRIALS", "RandomSearch", "best_feasible", "resolve_budget", "unreachable_note"]
+__all__ = ["DEFAULT_N_TRIALS", "RandomSearch", "resolve_budget", "unreachable_note"]
 
 #: Accuracy evaluations a search strategy asks for when neither it nor the problem sets a budget.
 DEFAULT_N_TRIALS = 50
@@ -35,31 +34,22 @@ def unreachable_note(problem: Problem) -> str | None:
     return f"no candidate can meet the cost budgets: the smallest reachable model has {what}"
 
 
-def best_feasible(problem: Problem, results: Iterable[Result]) -> Result | None:
-    """The most accurate feasible result that meets every cost budget (ties: fewer MB, then earlier)."""
-    best: Result | None = None
-    for r in results:
-        if not (r.feasible and r.accuracy is not None and problem.cost_feasible(r.candidate.levels)):
-            continue
-        if best is None or (r.accuracy, -r.costs.get("param_mb", 0.0)) > (best.accuracy, -best.costs.get("param_mb", 0.0)):  # type: ignore[operator]
-            best = r
-    return best
-
-
 @register_strategy("random")
 class RandomSearch(Strategy):
-    """Uniformly random levels per variable from a seeded ``numpy.random.Generator``.
+    """Random levels per variable from a seeded ``numpy.random.Generator``, the baseline to beat.
 
     Lifecycle: ``ask(n)`` returns up to ``n`` distinct, never-asked candidates until ``n_trials``
     candidates have been asked; the draws do not depend on the results, so tells may come in any
-    order (failed ones included) and a resumed run replays exactly. With ``feasible_only`` a draw that
-    breaks a cost budget by prediction is redrawn, at most ``max_retries`` times per candidate; when
-    that many draws find nothing new the strategy stops (its :meth:`notes` say so).
+    order (failed ones included) and a resumed run replays exactly. Each draw takes every variable's
+    level uniformly from the levels the shared prior allows (``use_prior``; else from all levels), is
+    projected onto the cost budgets with the exact cost model (never an over-budget evaluation) and,
+    with the prior, screened by its predicted drop; when ``max_retries`` draws find nothing new the
+    strategy stops (its :meth:`notes` say so).
 
     Args:
         n_trials: accuracy evaluations to ask for (None: ``problem.eval_budget``, else
             :data:`DEFAULT_N_TRIALS`); never more than ``problem.eval_budget``.
-        feasible_only: redraw candidates that break a cost budget by prediction.
+        use_prior: draw from the prior's allowed (weighted) levels and screen by predicted drop.
         max_retries: draws per candidate before giving up.
         seed: seed of the generator.
 
@@ -67,10 +57,10 @@ class RandomSearch(Strategy):
     3
     """
 
-    def __init__(self, *, n_trials: int | None = None, feasible_only: bool = True, max_retries: int = 200,
+    def __init__(self, *, n_trials: int | None = None, use_prior: bool = True, max_retries: int = 200,
                  seed: int = 0) -> None:
         self.n_trials = n_trials
-        self.feasible_only = feasible_only
+        self.use_prior = use_prior
         self.max_retries = max_retries
         self.seed = seed
 
@@ -78,24 +68,25 @@ class RandomSearch(Strategy):
         super().setup(problem)
         self._budget = resolve_budget(self.n_trials, problem)
         self._seen: set[str] = set()
+        self._known = {r.candidate.key for r in problem.history}
         self._results: dict[str, Result] = {}
         self._notes: list[str] = []
         self._stopped = False
-        note = unreachable_note(problem) if self.feasible_only else None
+        prior = problem.prior if self.use_prior and problem.prior is not None else None
+        self._prior = prior or Prior(problem.space, None, problem.constraints, problem.predict, mode="none")
+        note = unreachable_note(problem)
         if note is not None:
             self._notes.append(note)
             self._stopped = True
 
     def _draw(self) -> Candidate | None:
-        variables = self.problem.space.variables
         for _ in range(max(1, self.max_retries)):
-            levels = {v.name: int(self.rng.integers(len(v.levels))) for v in variables}
+            levels = self._prior.sample(self.rng, tries=1)
+            if levels is None:
+                continue
             cand = Candidate(levels=levels, tag="random")
-            if cand.key in self._seen:
-                continue
-            if self.feasible_only and not self.problem.cost_feasible(levels):
-                continue
-            return cand
+            if cand.key not in self._seen and cand.key not in self._known:
+                return cand
         return None
 
     def ask(self, n: int) -> list[Candidate]:
@@ -105,7 +96,7 @@ class RandomSearch(Strategy):
             if cand is None:
                 self._stopped = True
                 self._notes.append(f"stopped after {len(self._seen)} candidates: {self.max_retries} random draws "
-                                   "found no new candidate" + (" within the cost budgets" if self.feasible_only else ""))
+                                   "found no new candidate within the cost budgets")
                 break
             self._seen.add(cand.key)
             out.append(cand)
@@ -114,13 +105,14 @@ class RandomSearch(Strategy):
     def tell(self, candidate: Candidate, result: Result) -> None:
         self._seen.add(candidate.key)
         self._results.setdefault(candidate.key, result)
+        self._prior.observe(result)
 
     def finished(self) -> bool:
         return self._stopped or len(self._seen) >= self._budget
 
     def best(self) -> Result | None:
-        """The most accurate feasible result told so far (None if none)."""
-        return best_feasible(self.problem, self._results.values())
+        """The strategy's answer among the results told so far (None if none is feasible)."""
+        return self.answer([*self.problem.history, *self._results.values()])
 
     def notes(self) -> list[str]:
         return list(self._notes)

@@ -43,7 +43,7 @@ class StepwiseStrategy(Strategy):
 
     def setup(self, problem: Problem) -> None:
         super().setup(problem)
-        self.told: dict[str, Result] = {}
+        self.told: dict[str, Result] = {r.candidate.key: r for r in problem.history}
         self.table: SensitivityTable | None = problem.sensitivity
         self._notes: list[str] = []
         self._asked: set[str] = set()
@@ -85,10 +85,11 @@ class StepwiseStrategy(Strategy):
         return out
 
     def budget_left(self) -> float:
-        """Evaluations the strategy may still ask for (inf without an ``eval_budget``)."""
+        """Evaluations the strategy may still ask for (inf without an ``eval_budget``); history is free."""
         if self.problem.eval_budget is None:
             return math.inf
-        return self.problem.eval_budget - len(self._asked | self.told.keys())
+        known = {r.candidate.key for r in self.problem.history}
+        return self.problem.eval_budget - len((self._asked | self.told.keys()) - known)
 
     def _pump(self) -> None:
         """Advance the procedure while its current batch is fully answered."""
@@ -119,8 +120,8 @@ class StepwiseStrategy(Strategy):
         return self.table
 
     def measured_drop(self, result: Result) -> float:
-        """Accuracy drop of a result in points; inf when it failed."""
-        if not result.ok or result.accuracy is None:
+        """Accuracy drop of a result in points; inf when it failed; a lower bound when it was stopped."""
+        if not (result.ok or result.stopped) or result.accuracy is None:
             return math.inf
         if result.acc_drop is not None:
             return float(result.acc_drop)
@@ -141,12 +142,8 @@ class StepwiseStrategy(Strategy):
         return self.measured_drop(result) <= self.max_drop() + 1e-12 and self.problem.cost_feasible(candidate.levels)
 
     def best(self) -> Result | None:
-        """The feasible told result with the highest accuracy (ties: smaller ``param_mb``, then key)."""
-        feasible = [r for key, r in self.told.items() if self.is_feasible(r.candidate, r)]
-        if not feasible:
-            return None
-        mb = {r.candidate.key: float(self.problem.predict(r.candidate.levels)["param_mb"]) for r in feasible}
-        return min(feasible, key=lambda r: (-float(r.accuracy or 0.0), mb[r.candidate.key], r.candidate.key))
+        """The strategy's answer among everything it was told (see :meth:`Strategy.answer`)."""
+        return self.answer(list(self.told.values()))
 
     def describe_costs(self, levels: dict[str, int]) -> str:
         """``param_mb 4.98 (budget 5), saving 21.3%`` for the budgeted costs of ``levels``."""

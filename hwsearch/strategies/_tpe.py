@@ -1,22 +1,32 @@
 """TPESearch, and the ask/tell plumbing shared by the Optuna-backed strategies (TPE, NSGA-II).
 
-One in-memory Optuna study per strategy, driven by ``study.ask()`` / ``study.tell()``: each trial
-suggests one level per variable (``IntDistribution(0, n_levels - 1)``), constraints go through
-``Trial.set_constraint`` (which Optuna 5's TPE and NSGA-II samplers read from the stored trial; the
-``constraints_func`` argument is deprecated in 5.0 and not used). Constraint keys are the budget names
-(``param_mb``, ``macs_g``, ``act_mb``: predicted cost minus budget), ``acc_drop`` (measured drop minus
-``max_acc_drop``) and ``failed`` (1 for a failed evaluation, else 0); a trial is feasible when all are <= 0.
+One in-memory Optuna study per strategy, driven by ``study.ask()`` / ``study.tell()``. Each trial
+suggests, per variable, an index into the levels the shared prior allows (``problem.prior.allowed``;
+every level without a prior or with ``use_prior=False``), so the sampler never spends trials on levels a
+group cannot tolerate alone. Variables with one allowed level are fixed and not suggested.
 
-Trials and candidates: every candidate handed to the driver is distinct and backed by one or more
-trials. A trial whose levels were already told is answered from the strategy's own record at once; one
-whose levels are in flight waits for that result; with ``skip_infeasible`` a trial that breaks a cost
-budget by prediction (exact for params and MACs) is told at once as infeasible (accuracy 0, its
-predicted violations, user attr ``status=skipped``) and never reaches the driver. When the sampler
-repeats itself (:data:`MAX_IDLE_DRAWS` trials in a row with nothing new, as a converged TPE does on a
-small discrete space), a random unseen candidate from the strategy's seeded generator is enqueued as the
-next trial (tag ``<strategy>:explore``). None of these short-cuts consume evaluations, and all depend
-only on the seed and the sequence of asks and tells, so a replay is exact. Trials carry the user attrs
-``key`` (candidate key), ``tag`` and ``status`` (``ok``, ``failed``, ``skipped``, ``duplicate``).
+Optuna only ever hears true values:
+
+* an evaluated candidate is COMPLETE with its objective values (``accuracy``, or the cost being
+  minimised) and its constraints via ``Trial.set_constraint`` (cost excess / budget, drop excess /
+  max drop: exact predictions and measurements, feasible when all <= 0);
+* an early-stopped candidate (status ``stopped``) is PRUNED with its accuracy upper bound as the
+  intermediate value and its drop excess lower bound as the constraint; in cost mode (single objective)
+  its objective is known exactly, so it is COMPLETE with the true cost and that bound;
+* a failed evaluation is FAIL;
+* a sampled trial that breaks a cost budget is never evaluated nor given a value: it is closed as FAIL
+  (user attr ``status=projected``) and the candidate projected onto the budgets with the exact cost
+  model (:meth:`~hwsearch.prior.Prior.project`) is enqueued as the next trial; one whose predicted drop
+  is far beyond the limit (:meth:`~hwsearch.prior.Prior.plausible`) is closed as FAIL (``screened``).
+
+Start-up trials (TPE's ``n_startup_trials``, NSGA-II's first population) are drawn from the prior
+(projected and screened), after any warm starts (``warm_start`` and ``problem.warm_start``, enqueued
+first). Known results that are not profile entries (e.g. the greedy's answer handed over by
+``compare``) are added to the study as completed trials. When the sampler repeats itself
+(:data:`MAX_IDLE_DRAWS` trials in a row with nothing new), a prior sample is enqueued (tag
+``<strategy>:explore``). All of it depends only on the seed and the sequence of asks and tells, so a
+replay is exact. Trials carry the user attrs ``key``, ``tag``, ``status`` and, when evaluated, the
+rates per group, the drop and the costs.
 """
 
 from __future__ import annotations
@@ -34,25 +44,28 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.samplers import BaseSampler, TPESampler
 from optuna.storages import InMemoryStorage
 from optuna.study import StudyDirection
-from optuna.trial import Trial
+from optuna.trial import Trial, TrialState, create_trial
 
 from hwsearch.errors import UserError
+from hwsearch.prior import Prior
 from hwsearch.results import Candidate, Result, candidate_key
 from hwsearch.strategies._base import Problem, Strategy, register_strategy
-from hwsearch.strategies._random import best_feasible, resolve_budget, unreachable_note
+from hwsearch.strategies._random import resolve_budget, unreachable_note
 
-__all__ = ["MAX_IDLE_DRAWS", "RANDOM_TRIES", "OptunaSearch", "TPESearch"]
+__all__ = ["MAX_IDLE_DRAWS", "RANDOM_TRIES", "OptunaSearch", "TPESearch", "warm_start_levels"]
 
 log = logging.getLogger(__name__)
 
-#: Consecutive Optuna trials without a new candidate (duplicates, predicted-infeasible) before a random
-#: unseen candidate is enqueued instead (a converged sampler on a small discrete space repeats itself).
+#: Consecutive Optuna trials without a new candidate (duplicates, projected, screened) before a prior
+#: sample is enqueued instead (a converged sampler on a small discrete space repeats itself).
 MAX_IDLE_DRAWS = 10
-#: Random draws looking for an unseen (and, with ``skip_infeasible``, cost-feasible) candidate before the
-#: strategy stops for lack of new candidates.
+#: Prior draws looking for an unseen candidate before the strategy stops for lack of new candidates.
 RANDOM_TRIES = 200
 #: Finite stand-in for an infinite or NaN constraint value (Optuna rejects NaN).
 _BIG = 1e12
+
+#: What Optuna was told about a candidate: state, values, constraints, intermediate (step, value), status.
+_Told = tuple[TrialState, "list[float] | None", dict[str, float], "tuple[int, float] | None", str]
 
 
 def _limit(value: float | None) -> float:
@@ -86,18 +99,17 @@ class OptunaSearch(Strategy):
     """Base of strategies driven by an Optuna sampler through an in-memory study (see module docs).
 
     Lifecycle: ``ask(n)`` returns up to ``n`` distinct new candidates, several trials may run at once;
-    ``tell`` finishes every trial waiting on the candidate (any order; a failed result is told to
-    Optuna as infeasible with accuracy 0). Finished once ``n_trials`` candidates were asked, at once when
-    the cost budgets are unreachable (the smallest model breaks one), or when no new candidate can be
-    found (:data:`RANDOM_TRIES` random draws fail) while nothing is in flight; :meth:`notes` say which.
-    Subclasses set the attributes ``n_trials``, ``warm_start``,
-    ``skip_infeasible`` and ``seed`` and provide the sampler, directions and objective values.
+    ``tell`` finishes every trial waiting on the candidate (any order). Finished once ``n_trials``
+    candidates were asked, at once when the cost budgets are unreachable (the smallest model breaks
+    one), or when no new candidate can be found (:data:`RANDOM_TRIES` prior draws fail) while nothing is
+    in flight; :meth:`notes` say which. Subclasses set the attributes ``n_trials``, ``warm_start``,
+    ``use_prior``, ``n_startup`` and ``seed`` and provide the sampler, directions and objective values.
     """
 
     tag: ClassVar[str] = "optuna"
     n_trials: int | None
     warm_start: Sequence[Candidate | Mapping[str, int]] | None
-    skip_infeasible: bool
+    use_prior: bool
 
     @abc.abstractmethod
     def _make_sampler(self) -> BaseSampler: ...
@@ -106,14 +118,21 @@ class OptunaSearch(Strategy):
     def _directions(self) -> list[StudyDirection]: ...
 
     @abc.abstractmethod
-    def _values(self, levels: Mapping[str, int], accuracy: float, result: Result | None) -> list[float]:
-        """Objective values for a trial (``result`` None: skipped by prediction)."""
+    def _values(self, result: Result) -> list[float] | None:
+        """Objective values of an evaluated result; None when they are not known exactly (stopped)."""
+
+    def _startup_count(self) -> int:
+        """Start-up trials drawn from the prior."""
+        return 0
 
     def setup(self, problem: Problem) -> None:
         super().setup(problem)
         self._budget = resolve_budget(self.n_trials, problem)
-        self._dists = {v.name: IntDistribution(0, len(v.levels) - 1) for v in problem.space.variables}
-        self._space_size = math.prod(len(v.levels) for v in problem.space.variables)
+        prior = problem.prior if self.use_prior and problem.prior is not None else None
+        self._prior = prior or Prior(problem.space, None, problem.constraints, problem.predict, mode="none")
+        self._allowed = {v.name: list(self._prior.allowed[v.name]) for v in problem.space.variables}
+        self._dists = {n: IntDistribution(0, len(a) - 1) for n, a in self._allowed.items() if len(a) > 1}
+        self._space_size = math.prod(len(a) for a in self._allowed.values())
         storage = InMemoryStorage()
         name = f"hwsearch-{self.name or type(self).__name__}"
         quiet = logging.getLogger("optuna.storages._in_memory")  # it logs every study it creates at INFO
@@ -126,16 +145,30 @@ class OptunaSearch(Strategy):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)
             self._study = optuna.Study(study_name=name, storage=storage, sampler=self._make_sampler())
-        for levels in warm_start_levels(self.warm_start, problem):
-            self._study.enqueue_trial(levels, user_attrs={"tag": "warm_start"})
         self._pending: dict[str, list[Trial]] = {}  # in flight: key -> trials waiting for its result
-        self._told: dict[str, tuple[list[float], dict[str, float], str]] = {}  # key -> what Optuna was told
+        self._told: dict[str, _Told] = {}  # key -> what Optuna was told
         self._results: dict[str, Result] = {}  # first result per key, in tell order
         self._asked = 0
-        self._skipped = 0
+        self._projected = 0
+        self._screened = 0
         self._explored = 0
         self._notes: list[str] = []
         self._stopped = False
+        for r in problem.history:  # known multi-group results (e.g. another strategy's answer)
+            self._results.setdefault(r.candidate.key, r)
+            if r.candidate.tag != "profile" and self._representable(r.candidate.levels):
+                told = self._outcome(r)
+                self._told[r.candidate.key] = told
+                self._study.add_trial(self._frozen(r.candidate.levels, told))
+        warm = [*problem.warm_start, *warm_start_levels(self.warm_start, problem)]
+        for levels in warm:
+            proj = self._prior.project(levels)
+            if proj is not None and candidate_key(proj) not in self._told:
+                self._enqueue(proj, "warm_start")
+        for _ in range(self._startup_count()):
+            levels = self._prior.sample(self.rng)
+            if levels is not None:
+                self._enqueue(levels, f"{self.tag}:prior")
         note = unreachable_note(problem)
         if note is not None:
             self._notes.append(note)
@@ -146,6 +179,22 @@ class OptunaSearch(Strategy):
         """The in-memory Optuna study (read it; do not ask or tell it directly)."""
         return self._study
 
+    # ---- encoding ----------------------------------------------------------------------------
+    def _representable(self, levels: Mapping[str, int]) -> bool:
+        return all(int(levels.get(n, 0)) in a for n, a in self._allowed.items())
+
+    def _params(self, levels: Mapping[str, int]) -> dict[str, int]:
+        return {n: self._allowed[n].index(int(levels.get(n, 0))) for n in self._dists}
+
+    def _levels(self, params: Mapping[str, int]) -> dict[str, int]:
+        out = {n: a[0] for n, a in self._allowed.items() if len(a) == 1}
+        out.update({n: self._allowed[n][int(params[n])] for n in self._dists})
+        return out
+
+    def _enqueue(self, levels: Mapping[str, int], tag: str) -> None:
+        if self._representable(levels):
+            self._study.enqueue_trial(self._params(levels), user_attrs={"tag": tag}, skip_if_exists=False)
+
     # ---- ask ---------------------------------------------------------------------------------
     def ask(self, n: int) -> list[Candidate]:
         out: list[Candidate] = []
@@ -155,13 +204,12 @@ class OptunaSearch(Strategy):
                 self._stop(f"every one of the {self._space_size} candidates of the space was tried")
                 break
             if idle >= MAX_IDLE_DRAWS:
-                levels = self._random_unseen()
+                levels = self._unseen_sample()
                 if levels is None:
                     if not out and not self._pending:
-                        self._stop(f"{RANDOM_TRIES} random draws found no new candidate"
-                                   + (" within the cost budgets" if self.skip_infeasible else ""))
+                        self._stop(f"{RANDOM_TRIES} prior draws found no new candidate within the budgets")
                     break
-                self._study.enqueue_trial(levels, user_attrs={"tag": f"{self.tag}:explore"})
+                self._enqueue(levels, f"{self.tag}:explore")
                 self._explored += 1
                 idle = 0
             cand = self._draw()
@@ -172,83 +220,109 @@ class OptunaSearch(Strategy):
             out.append(cand)
         return out
 
-    def _random_unseen(self) -> dict[str, int] | None:
-        """Uniformly random levels never asked nor told (cost-feasible with ``skip_infeasible``), or None."""
-        variables = self.problem.space.variables
+    def _unseen_sample(self) -> dict[str, int] | None:
+        """A projected, plausible prior sample never asked nor told, or None."""
         for _ in range(RANDOM_TRIES):
-            levels = {v.name: int(self.rng.integers(len(v.levels))) for v in variables}
+            levels = self._prior.sample(self.rng, tries=1)
+            if levels is None:
+                continue
             key = candidate_key(levels)
-            if key in self._told or key in self._pending:
-                continue
-            if self.skip_infeasible and not self.problem.cost_feasible(levels):
-                continue
-            return levels
+            if key not in self._told and key not in self._pending:
+                return levels
         return None
 
+    def _close(self, trial: Trial, status: str, **attrs: object) -> None:
+        trial.set_user_attr("status", status)
+        for k, v in attrs.items():
+            trial.set_user_attr(k, v)
+        self._study.tell(trial, state=TrialState.FAIL)
+
     def _draw(self) -> Candidate | None:
-        """One Optuna trial: a new candidate, or None when it was answered internally."""
+        """One Optuna trial: a new candidate, or None when it was answered or closed internally."""
         trial = self._study.ask(fixed_distributions=self._dists)
-        levels = {name: int(trial.params[name]) for name in self._dists}
+        levels = self._levels(trial.params)
         key = candidate_key(levels)
         trial.set_user_attr("key", key)
         if key in self._told:
-            values, constraints, _ = self._told[key]
-            self._finish(trial, values, constraints, "duplicate")
+            self._finish(trial, self._told[key], duplicate=True)
             return None
         if key in self._pending:
             self._pending[key].append(trial)
             return None
-        if self.skip_infeasible and not self.problem.cost_feasible(levels):
-            told = (self._values(levels, 0.0, None), self._constraints(levels, None), "skipped")
-            self._told[key] = told
-            self._finish(trial, *told)
-            self._skipped += 1
+        if not self._prior.cost_feasible(levels):
+            proj = self._prior.project(levels)
+            if proj is None:
+                self._close(trial, "unreachable")
+                return None
+            self._projected += 1
+            self._close(trial, "projected", projected_to=candidate_key(proj))
+            self._enqueue(proj, f"{self.tag}:projected")
+            return None
+        if not self._prior.plausible(levels):
+            self._screened += 1
+            self._close(trial, "screened", predicted_drop=round(self._prior.predicted_drop(levels), 3))
             return None
         self._pending[key] = [trial]
         self._asked += 1
         tag = str(trial.user_attrs.get("tag", self.tag))
         trial.set_user_attr("tag", tag)
-        return Candidate(levels=levels, tag=tag)
+        return Candidate(levels={k: v for k, v in levels.items() if v}, tag=tag)
 
     # ---- tell --------------------------------------------------------------------------------
     def tell(self, candidate: Candidate, result: Result) -> None:
         key = candidate.key
         self._results.setdefault(key, result)
+        self._prior.observe(result)
         trials = self._pending.pop(key, [])
-        if key not in self._told or self._told[key][2] == "skipped":
-            levels = {name: int(candidate.levels.get(name, 0)) for name in self._dists}
-            ok = result.ok and result.accuracy is not None
-            accuracy = float(result.accuracy) if ok else 0.0  # type: ignore[arg-type]
-            self._told[key] = (self._values(levels, accuracy, result), self._constraints(levels, result),
-                               "ok" if ok else "failed")
+        if key not in self._told:
+            self._told[key] = self._outcome(result)
         for trial in trials:
-            self._finish(trial, *self._told[key])
+            self._finish(trial, self._told[key])
 
-    def _finish(self, trial: Trial, values: list[float], constraints: dict[str, float], status: str) -> None:
+    def _outcome(self, result: Result) -> _Told:
+        """What Optuna is told about ``result`` (true values only; see the module docstring)."""
+        cons = self._constraints(result)
+        if result.ok and result.accuracy is not None:
+            return TrialState.COMPLETE, self._values(result), cons, None, "ok"
+        if result.stopped and result.accuracy is not None:
+            values = self._values(result)
+            if values is not None:
+                return TrialState.COMPLETE, values, cons, None, "stopped"
+            return TrialState.PRUNED, None, cons, (int(result.samples), float(result.accuracy)), "stopped"
+        return TrialState.FAIL, None, cons, None, "failed"
+
+    def _finish(self, trial: Trial, told: _Told, *, duplicate: bool = False) -> None:
+        state, values, constraints, intermediate, status = told
         for name, value in constraints.items():
             trial.set_constraint(name, value)
-        trial.set_user_attr("status", status)
-        self._study.tell(trial, values[0] if len(values) == 1 else values)
+        trial.set_user_attr("status", "duplicate" if duplicate else status)
+        if state is TrialState.PRUNED and intermediate is not None:
+            trial.report(intermediate[1], intermediate[0])
+        if state is TrialState.COMPLETE:
+            self._study.tell(trial, values[0] if values is not None and len(values) == 1 else values)
+        else:
+            self._study.tell(trial, state=state)
 
-    def _constraints(self, levels: Mapping[str, int], result: Result | None) -> dict[str, float]:
-        """Constraint values, feasible when all <= 0; ``result`` None: skipped by prediction.
+    def _frozen(self, levels: Mapping[str, int], told: _Told) -> optuna.trial.FrozenTrial:
+        state, values, constraints, intermediate, status = told
+        return create_trial(state=state, values=values if state is TrialState.COMPLETE else None,
+                            params=self._params(levels), distributions=dict(self._dists),
+                            user_attrs={"status": status, "tag": "known", "key": candidate_key(levels)},
+                            intermediate_values=None if intermediate is None else {intermediate[0]: intermediate[1]},
+                            constraints=constraints)
 
-        Values are relative to their limit (cost excess / budget, drop excess / max drop), so that Optuna,
-        which ranks infeasible trials by their summed violation, weighs MB, GMACs and accuracy points
-        alike. A skipped trial's accuracy is unknown and counts as the worst possible drop: otherwise a
-        mild, over-budget candidate would look better than every measured one and pull the sampler there.
+    def _constraints(self, result: Result) -> dict[str, float]:
+        """Constraint values relative to their limits (cost excess / budget, drop excess / max drop).
+
+        Optuna ranks infeasible trials by their summed violation, so MB, GMACs and accuracy points are
+        weighed alike. Costs are the exact prediction; the drop is measured (a lower bound when the
+        evaluation stopped early); a failed evaluation has no drop constraint.
         """
         p = self.problem
         c = p.constraints
-        out = {k: v / _limit(getattr(c, k)) for k, v in c.cost_violations(p.predict(levels)).items()}
-        ok = result is not None and result.ok and result.accuracy is not None
-        if c.max_acc_drop is not None:
-            if ok:
-                drop = result.acc_drop if result.acc_drop is not None else p.baseline_accuracy - result.accuracy  # type: ignore[union-attr,operator]
-            else:
-                drop = p.baseline_accuracy  # failed, or unknown (skipped): as if accuracy were 0
-            out["acc_drop"] = (float(drop) - float(c.max_acc_drop)) / _limit(c.max_acc_drop)
-        out["failed"] = 0.0 if ok or result is None else 1.0
+        out = {k: v / _limit(getattr(c, k)) for k, v in c.cost_violations(p.predict(result.candidate.levels)).items()}
+        if c.max_acc_drop is not None and result.acc_drop is not None and (result.ok or result.stopped):
+            out["acc_drop"] = (float(result.acc_drop) - float(c.max_acc_drop)) / _limit(c.max_acc_drop)
         return {k: _finite(v) for k, v in out.items()}
 
     # ---- state -------------------------------------------------------------------------------
@@ -260,18 +334,21 @@ class OptunaSearch(Strategy):
         return self._stopped or self._asked >= self._budget
 
     def best(self) -> Result | None:
-        """The most accurate feasible result told so far that meets every budget (None if none)."""
-        return best_feasible(self.problem, self._results.values())
+        """The strategy's answer among everything told so far (None if nothing feasible)."""
+        return self.answer(list(self._results.values()))
 
     def results(self) -> list[Result]:
         """The first result told for each candidate, in tell order."""
         return list(self._results.values())
 
     def notes(self) -> list[str]:
-        extra = [f"{self._skipped} sampled candidates broke a cost budget by prediction and were not evaluated"] \
-            if self._skipped else []
+        extra = []
+        if self._projected:
+            extra.append(f"{self._projected} sampled candidates broke a cost budget and were projected onto it")
+        if self._screened:
+            extra.append(f"{self._screened} sampled candidates were not evaluated: predicted drop far beyond the limit")
         if self._explored:
-            extra.append(f"{self._explored} random candidates were enqueued when the sampler kept repeating itself")
+            extra.append(f"{self._explored} prior samples were enqueued when the sampler kept repeating itself")
         return [*self._notes, *extra]
 
 
@@ -288,9 +365,11 @@ class TPESearch(OptunaSearch):
         warm_start: candidates (``Candidate`` or level maps) enqueued first, e.g. a greedy result; they
             are asked before any sampled one, in order. Level maps (``{"block.3.mlp.hidden": 2}``)
             keep the parameters plain data (a study TOML, the run's stored params).
-        skip_infeasible: tell Optuna at once, without an evaluation, about trials that break a cost
-            budget by prediction.
+        use_prior: search only the levels the shared prior allows and draw start-up trials from it.
         seed: seed of the sampler.
+
+    Objective: top-1 (maximised) when ``problem.objective`` is ``accuracy``, else that cost
+    (minimised, with the drop limit as a constraint).
 
     >>> TPESearch(seed=1, multivariate=True).get_params()["multivariate"]
     True
@@ -300,21 +379,27 @@ class TPESearch(OptunaSearch):
 
     def __init__(self, *, n_trials: int | None = None, n_startup_trials: int = 10, multivariate: bool = False,
                  constant_liar: bool = True, warm_start: Sequence[Candidate | Mapping[str, int]] | None = None,
-                 skip_infeasible: bool = True, seed: int = 0) -> None:
+                 use_prior: bool = True, seed: int = 0) -> None:
         self.n_trials = n_trials
         self.n_startup_trials = n_startup_trials
         self.multivariate = multivariate
         self.constant_liar = constant_liar
         self.warm_start = warm_start
-        self.skip_infeasible = skip_infeasible
+        self.use_prior = use_prior
         self.seed = seed
+
+    def _startup_count(self) -> int:
+        return int(self.n_startup_trials) if self.use_prior and self.problem.prior is not None else 0
 
     def _make_sampler(self) -> BaseSampler:
         return TPESampler(seed=self.seed, n_startup_trials=self.n_startup_trials, multivariate=self.multivariate,
                           constant_liar=self.constant_liar)
 
     def _directions(self) -> list[StudyDirection]:
-        return [StudyDirection.MAXIMIZE]
+        return [StudyDirection.MAXIMIZE if self.problem.objective == "accuracy" else StudyDirection.MINIMIZE]
 
-    def _values(self, levels: Mapping[str, int], accuracy: float, result: Result | None) -> list[float]:
-        return [accuracy]
+    def _values(self, result: Result) -> list[float] | None:
+        obj = self.problem.objective
+        if obj == "accuracy":
+            return [float(result.accuracy)] if result.ok and result.accuracy is not None else None
+        return [float(self.problem.predict(result.candidate.levels)[obj])]

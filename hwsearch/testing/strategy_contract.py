@@ -12,10 +12,10 @@ identically configured strategies (like Optuna's ``optuna/testing/pytest_sampler
 
 The tests run on :func:`toy_problem`, a 4-variable x 4-level space (256 candidates) with a closed-form
 linear cost model and a closed-form accuracy (:func:`toy_accuracy`), so the feasible region under any
-budget is known by enumeration (:func:`feasible_region`). :func:`drive` is the search driver's loop
-(``hwsearch.driver.run_strategy``) without storage or runners: ask up to the free slots, answer a
-repeated candidate at once, evaluate the rest one at a time (or take an earlier run's stored result, in
-the same turn, which is how a resumed run replays) and tell each result.
+budget is known by enumeration (:func:`feasible_region`). :func:`drive` is the search loop
+(``hwsearch.loop.run_strategy``) without storage or runners: ask up to the free slots, queue every asked
+candidate, and when its turn comes tell it a known result (the shared history, an earlier tell, or an
+interrupted run's stored result, which is how a resumed run replays) or evaluate it.
 """
 
 from __future__ import annotations
@@ -160,7 +160,9 @@ def drive(strategy: Strategy, problem: Problem, accuracy_fn: AccuracyFn = toy_ac
     assert order in ("fifo", "lifo"), order
     strategy.setup(problem)
     replay = {r.candidate.key: r for r in stored}
-    cache: dict[str, Result] = {}  # results told in this run: a repeated ask is answered at once
+    # results known to the run: the shared history, and every result told so far (asked again: no evaluation)
+    cache: dict[str, Result] = {r.candidate.key: r for r in problem.history}
+    history = set(cache)
     results: list[Result] = []
     queue: list[Candidate] = []
 
@@ -175,20 +177,16 @@ def drive(strategy: Strategy, problem: Problem, accuracy_fn: AccuracyFn = toy_ac
             return results
         room = batch - len(queue)
         if budget is not None:
-            room = min(room, budget - len(results) - len(queue))
+            spent = sum(1 for r in results if r.candidate.key not in history)
+            room = min(room, budget - spent - sum(1 for c in queue if c.key not in history))
         asked = strategy.ask(room) if room > 0 else []
         assert isinstance(asked, list), f"ask returned {type(asked).__name__}, not list"
         assert len(asked) <= max(room, 0), f"ask({room}) returned {len(asked)} candidates"
         for cand in asked:
             check_candidate(problem.space, cand)
-            if cand.key in cache:
-                record(cand, cache[cand.key])
-            else:
-                queue.append(cand)
+            queue.append(cand)
         if not queue:
-            if not asked:
-                return results
-            continue
+            return results
         cand = queue.pop(0 if order == "fifo" else -1)
         res = cache.get(cand.key) or replay.get(cand.key) or evaluate(problem, cand, accuracy_fn)
         record(cand, res)
@@ -206,17 +204,100 @@ def _trace(results: Sequence[Result]) -> list[tuple[str, str, str]]:
     return [(r.candidate.key, r.candidate.tag, r.status) for r in results]
 
 
-def with_sensitivity(problem: Problem, accuracy_fn: AccuracyFn = toy_accuracy) -> Problem:
-    """``problem`` with the sensitivity table the driver would compute first (each variable alone at each level)."""
+def with_sensitivity(problem: Problem, accuracy_fn: AccuracyFn = toy_accuracy, *, prior: str = "exclude") -> Problem:
+    """``problem`` as the driver hands it to strategies: the shared profile (each variable alone at each
+    level) as sensitivity table, as the :class:`~hwsearch.prior.Prior` and as known history."""
+    from hwsearch.prior import Prior
     from hwsearch.sensitivity import SensitivityMeta, SensitivityTable
     from hwsearch.strategies._profile import ProfileAll
 
     profile = drive(ProfileAll(), replace(problem, eval_budget=None), accuracy_fn)
     meta = SensitivityMeta(model=problem.space.model, checkpoint_sha256=problem.space.checkpoint_sha256,
-                           rates=(0.25, 0.5, 0.75))
+                           rates=tuple(sorted({r for v in problem.space.variables for r in v.rates if r > 0})))
     table = SensitivityTable.from_results(problem.space, profile, problem.baseline_accuracy, meta,
                                           baseline_costs=problem.baseline_costs)
-    return replace(problem, sensitivity=table)
+    pri = Prior(problem.space, table, problem.constraints, problem.predict, mode=prior)
+    pri.observe_all(profile)
+    return replace(problem, sensitivity=table, prior=pri, history=tuple(profile))
+
+
+# ---- a problem shaped like the demo ---------------------------------------------------------------
+DEMO_BASELINE_ACCURACY = 99.0
+# name, kind, width, parameters per kept unit, single-group drop at rate r (points)
+_DEMO = (
+    ("patch_embed.c1", "sps", 8, 155, lambda r: 6.0 + 40.0 * r),
+    ("patch_embed.c2", "sps", 16, 362, lambda r: 10.0 * r ** 2 if r < 0.25 else 4.0 + 30.0 * r),
+    ("patch_embed.c3", "sps", 32, 722, lambda r: 5.0 * r ** 2 if r < 0.35 else 3.5 + 20.0 * r),
+    ("block.0.attn.qk", "qk", 64, 134, lambda r: 3.0 * r ** 3),
+    ("block.0.attn.v", "v", 64, 131, lambda r: 2.5 * r ** 3),
+    ("block.0.mlp.hidden", "mlp", 256, 131, lambda r: 1.0 * r ** 4),
+    ("block.1.attn.qk", "qk", 64, 134, lambda r: 2.5 * r ** 3),
+    ("block.1.attn.v", "v", 64, 131, lambda r: 4.0 * r ** 3),
+    ("block.1.mlp.hidden", "mlp", 256, 131, lambda r: 1.2 * r ** 4),
+)
+_DEMO_FIXED_PARAMS = 33_000
+_DEMO_RATES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def demo_like_space() -> SearchSpace:
+    """Nine groups like the demo Spikformer: three cheap, catastrophic SPS groups, six block groups."""
+    variables = []
+    for i, (name, kind, width, per_unit, _) in enumerate(_DEMO):
+        levels: list[int] = []
+        for r in _DEMO_RATES:
+            kept = max(1, round(width * (1 - r)))
+            if not levels or kept < levels[-1]:
+                levels.append(kept)
+        variables.append(Variable(name=name, kind=kind, width=width, levels=tuple(levels),
+                                  rates=tuple(1.0 - c / width for c in levels), params=per_unit * width, order=i))
+    return SearchSpace(model="demo-like", variables=variables, checkpoint_sha256="demo-like")
+
+
+def _demo_costs(levels: Mapping[str, int]) -> dict[str, float]:
+    space = _DEMO_SPACE
+    params, macs = _DEMO_FIXED_PARAMS, 10_000_000
+    for name, _, _, per_unit, _ in _DEMO:
+        kept = space[name].levels[int(levels.get(name, 0))]
+        params += per_unit * kept
+        macs += 64 * per_unit * kept
+    return {"params": float(params), "param_mb": params * 4 / 1e6, "macs_g": macs / 1e9, "act_mb": 0.0}
+
+
+def demo_like_accuracy(levels: Mapping[str, int]) -> float:
+    """Top-1 of the demo-like model: the single-group drops, compounded (pruned together they hurt more)."""
+    space = _DEMO_SPACE
+    drops = [fn(space[name].rates[int(levels.get(name, 0))]) if levels.get(name, 0) else 0.0
+             for name, *_, fn in _DEMO]
+    total = sum(drops)
+    return max(0.0, DEMO_BASELINE_ACCURACY - total * (1.0 + 0.15 * sum(d > 0 for d in drops)))
+
+
+_DEMO_SPACE = demo_like_space()
+
+
+def demo_like_problem(*, param_mb: float | None = 0.48, max_acc_drop: float | None = 3.0,
+                      eval_budget: int | None = 40) -> Problem:
+    """The demo-like :class:`Problem`: baseline 99 % at 0.657 MB; by default <= 0.48 MB within 3 points.
+
+    About 7e-4 of uniform random candidates are feasible (the first SPS group must stay unpruned, the
+    other two tolerate mild rates only, and the block groups must share the pruning), as on the demo.
+    """
+    cons = Constraints(param_mb=param_mb, max_acc_drop=max_acc_drop)
+    objective = "accuracy" if param_mb is not None or max_acc_drop is None else "param_mb"
+    return Problem(space=_DEMO_SPACE, constraints=cons, baseline_accuracy=DEMO_BASELINE_ACCURACY,
+                   baseline_costs=_demo_costs({}), predict=_demo_costs, eval_budget=eval_budget, objective=objective)
+
+
+def level_importance_of(problem: Problem, accuracy_fn: AccuracyFn) -> dict[str, list[float]]:
+    """A stand-in for the Fisher importance: each level's single-group drop (what the driver estimates)."""
+    out = {}
+    for v in problem.space.variables:
+        row = [0.0]
+        for lv in range(1, len(v.levels)):
+            acc = accuracy_fn({v.name: lv})
+            row.append(problem.baseline_accuracy - float(acc) if acc is not None else 1e6)
+        out[v.name] = row
+    return out
 
 
 class StrategyContract:
@@ -230,10 +311,12 @@ class StrategyContract:
     eval_budget: int = 30
 
     def problem(self, make_strategy: Callable[..., Strategy], **budgets: Any) -> Problem:
-        """The toy problem, with a sensitivity table when the strategy needs one."""
+        """The toy problem as the driver hands it over: the shared profile as prior and history."""
         budgets.setdefault("eval_budget", self.eval_budget)
-        problem = toy_problem(**budgets)
-        return with_sensitivity(problem) if make_strategy().needs_sensitivity else problem
+        problem = with_sensitivity(toy_problem(**budgets))
+        if make_strategy().needs_importance:
+            problem = replace(problem, importance=level_importance_of(problem, toy_accuracy))
+        return problem
 
     def test_constructor_is_keyword_only(self, make_strategy: Callable[..., Strategy]) -> None:
         sig = inspect.signature(type(make_strategy()).__init__)
@@ -315,6 +398,23 @@ class StrategyContract:
 
     @pytest.mark.parametrize("budgets", [{"param_mb": 0.05}, {"max_acc_drop": -1.0}, {"param_mb": 0.05, "macs_g": 1e-4}],
                              ids=["param_mb", "acc_drop", "both"])
+    @pytest.mark.parametrize("seed", [0, 1, 2])
+    def test_demo_like_problem_feasible(self, make_strategy: Callable[..., Strategy], seed: int) -> None:
+        """On a problem shaped like the demo (about 1e-3 of uniform draws feasible) every strategy finds a
+        feasible plan within its evaluation budget, for every seed."""
+        problem = with_sensitivity(demo_like_problem(), demo_like_accuracy)
+        strategy = make_strategy(seed=seed)
+        if strategy.needs_importance:
+            problem = replace(problem, importance=level_importance_of(problem, demo_like_accuracy))
+        results = drive(strategy, problem, demo_like_accuracy)
+        own = [r for r in results if r.candidate.key not in {h.candidate.key for h in problem.history}]
+        assert len({r.candidate.key for r in own}) <= problem.eval_budget  # type: ignore[operator]
+        answer = strategy.answer([*problem.history, *results])
+        assert answer is not None, f"no feasible plan in {len(own)} evaluations (seed {seed})"
+        assert answer.feasible and problem.cost_feasible(answer.candidate.levels)
+        assert answer.costs["param_mb"] <= problem.constraints.param_mb  # type: ignore[operator]
+        assert problem.baseline_accuracy - demo_like_accuracy(answer.candidate.levels) <= 3.0
+
     def test_unreachable_budget_finishes(self, make_strategy: Callable[..., Strategy], budgets: dict[str, float]) -> None:
         problem = self.problem(make_strategy, eval_budget=12, **budgets)
         assert feasible_region(problem) == []

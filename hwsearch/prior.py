@@ -1,0 +1,188 @@
+"""The sensitivity profile as the prior every strategy shares.
+
+A :class:`Prior` turns the sensitivity table (each group pruned alone at each level) into four tools:
+
+* :attr:`Prior.allowed`: per variable, the levels a strategy may choose. ``mode="exclude"`` keeps the
+  unpruned level and the levels whose single-group drop is within the drop limit (a level a group cannot
+  tolerate alone is not expected to pass with more pruned around it); ``weight`` keeps every measured
+  level but draws the intolerant ones less often (weight ``exp(-drop / limit)``); ``none`` keeps all.
+* :meth:`Prior.predicted_drop`: the additive table prediction the knapsack trusts (the sum of the
+  single-group drops, clipped at 0), scaled by how far the measured candidates have fallen from it
+  (:meth:`Prior.observe`: the median ratio of measured to predicted drop).
+* :meth:`Prior.project`: a candidate that breaks a cost budget, moved onto it with the exact cost model:
+  the variable whose next allowed level buys the most budget per point of predicted drop is stepped
+  until every budget holds (None when even the strongest allowed levels miss it).
+* :meth:`Prior.sample`: a random candidate drawn from the allowed levels (weighted), projected, and
+  screened (:meth:`Prior.plausible`: predicted drop within the limit with a margin).
+
+All of it is deterministic given the rng and the sequence of observations, so a resumed run replays.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from hwsearch.results import Constraints, Result
+from hwsearch.space import SearchSpace
+
+__all__ = ["Prior", "PRIOR_MODES", "SCREEN_SLACK", "SCREEN_MARGIN"]
+
+PRIOR_MODES: tuple[str, ...] = ("exclude", "weight", "none")
+#: Screening keeps a candidate unless its predicted drop exceeds ``SCREEN_SLACK * limit + SCREEN_MARGIN``:
+#: the prediction is rough, so only candidates far past the limit are not evaluated.
+SCREEN_SLACK = 1.5
+SCREEN_MARGIN = 0.5
+#: Measured candidates needed before the additive prediction is rescaled by them.
+MIN_OBSERVATIONS = 3
+_BUDGET_KEYS = ("param_mb", "macs_g", "act_mb")
+
+
+class Prior:
+    """The profile-derived prior of one search (see the module docstring).
+
+    Args:
+        space: the searched variables.
+        table: the sensitivity table (``SensitivityTable``), or None (a flat prior: every level allowed,
+            no prediction).
+        constraints: budgets and the drop limit.
+        predict: exact analytic costs of a candidate's levels.
+        mode: one of :data:`PRIOR_MODES`.
+    """
+
+    def __init__(self, space: SearchSpace, table: Any, constraints: Constraints,
+                 predict: Callable[[Mapping[str, int]], Mapping[str, float]], *, mode: str = "exclude") -> None:
+        if mode not in PRIOR_MODES:
+            raise ValueError(f"unknown prior mode {mode!r}; use one of {', '.join(PRIOR_MODES)}")
+        self.space, self.table, self.constraints, self.predict, self.mode = space, table, constraints, predict, mode
+        limit = constraints.max_acc_drop
+        self.limit = math.inf if limit is None else float(limit)
+        self.drops: dict[str, list[float]] = {}
+        self.allowed: dict[str, list[int]] = {}
+        self.weights: dict[str, np.ndarray] = {}
+        for v in space.variables:
+            drops = [0.0] + [self._table_drop(v.name, lv) for lv in range(1, len(v.levels))]
+            self.drops[v.name] = drops
+            if mode == "exclude" and table is not None:
+                levels = [lv for lv, d in enumerate(drops) if d <= self.limit + 1e-12]
+            elif table is not None:
+                levels = [lv for lv, d in enumerate(drops) if math.isfinite(d)]
+            else:
+                levels = list(range(len(v.levels)))
+            w = np.ones(len(levels))
+            if mode == "weight" and table is not None and math.isfinite(self.limit) and self.limit > 0:
+                w = np.array([math.exp(-max(drops[lv], 0.0) / self.limit) for lv in levels])
+            self.allowed[v.name] = levels
+            self.weights[v.name] = w / w.sum()
+        self._ratios: list[float] = []
+
+    # ------------------------------------------------------------------------------------ prediction
+    def _table_drop(self, name: str, level: int) -> float:
+        return float(self.table.drop(name, level)) if self.table is not None else 0.0
+
+    def additive_drop(self, levels: Mapping[str, int]) -> float:
+        """Sum of the single-group drops of ``levels`` (clipped at 0; inf for an unmeasured level)."""
+        return sum(max(self.drops[n][int(lv)], 0.0) for n, lv in levels.items() if lv and n in self.drops)
+
+    def scale(self) -> float:
+        """How much larger measured drops have been than the additive prediction (median ratio, >= 1)."""
+        if len(self._ratios) < MIN_OBSERVATIONS:
+            return 1.0
+        return max(1.0, float(np.median(self._ratios)))
+
+    def predicted_drop(self, levels: Mapping[str, int]) -> float:
+        """The additive prediction rescaled by the observations so far."""
+        return self.scale() * self.additive_drop(levels)
+
+    def observe(self, result: Result) -> None:
+        """Refine the prediction with a measured (or early-stopped: a lower bound) result."""
+        if result.acc_drop is None or not (result.ok or result.stopped):
+            return
+        pred = self.additive_drop(result.candidate.levels)
+        if pred > 0.25 and math.isfinite(pred):
+            self._ratios.append(max(float(result.acc_drop), 0.0) / pred)
+
+    def observe_all(self, results: Iterable[Result]) -> None:
+        for r in results:
+            self.observe(r)
+
+    def plausible(self, levels: Mapping[str, int]) -> bool:
+        """False when the predicted drop is far beyond the limit (such candidates are not evaluated)."""
+        if not math.isfinite(self.limit) or self.table is None:
+            return True
+        return self.predicted_drop(levels) <= SCREEN_SLACK * self.limit + SCREEN_MARGIN
+
+    def in_prior(self, levels: Mapping[str, int]) -> bool:
+        """Whether every level of ``levels`` is allowed."""
+        return all(int(lv) in self.allowed[n] for n, lv in levels.items() if lv)
+
+    # ------------------------------------------------------------------------------------ budgets
+    def _excess(self, costs: Mapping[str, float]) -> float:
+        """Summed budget excess, each relative to its budget (0 when every budget holds)."""
+        out = 0.0
+        for key in _BUDGET_KEYS:
+            limit = getattr(self.constraints, key)
+            if limit is not None:
+                out += max(0.0, float(costs[key]) - float(limit)) / max(abs(float(limit)), 1e-12)
+        return out
+
+    def cost_feasible(self, levels: Mapping[str, int]) -> bool:
+        return self._excess(self.predict(levels)) <= 1e-12
+
+    def project(self, levels: Mapping[str, int]) -> dict[str, int] | None:
+        """``levels`` moved onto the cost budgets within the allowed levels (None when impossible).
+
+        Greedy on exact costs: each step raises one variable to its next stronger allowed level, the one
+        with the largest budget excess removed per point of predicted drop added (ties: network order).
+        A candidate already within the budgets comes back unchanged.
+        """
+        cur = {v.name: int(levels.get(v.name, 0)) for v in self.space.variables}
+        for n, lv in list(cur.items()):  # snap disallowed levels to the nearest milder allowed one
+            if lv not in self.allowed[n]:
+                cur[n] = max([a for a in self.allowed[n] if a <= lv], default=0)
+        excess = self._excess(self.predict(cur))
+        while excess > 1e-12:
+            best: tuple[float, int, str, int, float] | None = None
+            for order, v in enumerate(self.space.variables):
+                stronger = [a for a in self.allowed[v.name] if a > cur[v.name]]
+                if not stronger:
+                    continue
+                nxt = stronger[0]
+                trial = {**cur, v.name: nxt}
+                new_excess = self._excess(self.predict(trial))
+                gain = excess - new_excess
+                if gain <= 0:
+                    continue
+                cost = max(self.drops[v.name][nxt], 0.0) - max(self.drops[v.name][cur[v.name]], 0.0) + 1e-3
+                score = gain / cost
+                if best is None or (score, -order) > (best[0], -best[1]):
+                    best = (score, order, v.name, nxt, new_excess)
+            if best is None:
+                return None
+            cur[best[2]] = best[3]
+            excess = best[4]
+        return {n: lv for n, lv in cur.items() if lv}
+
+    # ------------------------------------------------------------------------------------ sampling
+    def draw(self, rng: np.random.Generator) -> dict[str, int]:
+        """Independent allowed levels per variable (weighted), not projected."""
+        return {v.name: int(rng.choice(self.allowed[v.name], p=self.weights[v.name])) for v in self.space.variables}
+
+    def sample(self, rng: np.random.Generator, *, tries: int = 50) -> dict[str, int] | None:
+        """A projected, plausible random candidate (None when ``tries`` draws found none)."""
+        for _ in range(tries):
+            levels = self.project(self.draw(rng))
+            if levels is not None and self.plausible(levels):
+                return levels
+        return None
+
+    def describe(self) -> str:
+        """One line for the report: how much of the space the prior keeps."""
+        full = math.prod(len(v.levels) for v in self.space.variables)
+        kept = math.prod(len(a) for a in self.allowed.values())
+        fixed = [n for n, a in self.allowed.items() if len(a) == 1]
+        tail = f"; fixed unpruned: {', '.join(fixed)}" if fixed else ""
+        return f"prior '{self.mode}': {kept:.3g} of {full:.3g} level combinations kept{tail}"
