@@ -74,6 +74,7 @@ class SearchSetup:
     fingerprint: dict[str, Any] = field(default_factory=dict)
     baseline_confirm: float | None = None
     baseline_test: float | None = None
+    confirm_top: int = CONFIRM_TOP
     _importance: dict[str, list[float]] | None = None
 
     def importance(self) -> dict[str, list[float]]:
@@ -199,11 +200,13 @@ def prepare(study: Study | str | Path, *, constraints: Mapping[str, Any] | None 
             axes: Sequence[str] = DEFAULT_AXES, rates: Sequence[float] = DEFAULT_RATES, criterion: str = "l2",
             eval_subset: int | None = None, run_dir: str | Path = "runs/latest", storage: str | None = None,
             progress: bool = True, bn_recalibrate: int | None = None, prior: str | None = None,
-            objective: str | None = None, early_stop: bool | None = None) -> SearchSetup:
+            objective: str | None = None, early_stop: bool | None = None,
+            confirm_top: int = CONFIRM_TOP) -> SearchSetup:
     """Load the model and data, build the space, measure the baseline, check the budget is reachable.
 
     ``constraints`` override the study's; a value ``"none"`` switches a study's budget off. The other
-    keyword arguments override the study's ``[search]`` settings (None: the study's).
+    keyword arguments override the study's ``[search]`` settings (None: the study's); ``confirm_top``
+    is how many results (the answer first, then the Pareto front) are re-measured on confirm and test.
     """
     from hwsearch.loading import load_study_model, split_indices_digest, study_dataset
 
@@ -267,7 +270,7 @@ def prepare(study: Study | str | Path, *, constraints: Mapping[str, Any] | None 
     }
     setup = SearchSetup(study=study, space=space, spec=spec, local=local, constraints=cons, baseline=baseline,
                         run_dir=Path(run_dir), storage_url=storage, test_batches=test, confirm_batches=confirm,
-                        fingerprint=fingerprint, objective=obj, prior_mode=prior_mode)
+                        fingerprint=fingerprint, objective=obj, prior_mode=prior_mode, confirm_top=confirm_top)
     setup.baseline_test = local.accuracy(local.model, test) if test else None
     setup.baseline_confirm = local.accuracy(local.model, confirm) if confirm else None
     return setup
@@ -281,7 +284,7 @@ def _confirm(setup: SearchSetup, results: Sequence[Result], best: Result | None)
     front.sort(key=lambda r: -objective_value(r, setup.objective))
     chosen = ([best] if best is not None else []) + [r for r in front if best is None or r.candidate.key != best.candidate.key]
     out = []
-    for r in chosen[:CONFIRM_TOP]:
+    for r in chosen[: setup.confirm_top]:
         model = setup.local.pruned_model(r.candidate)
         out.append(Confirmation(
             key=r.candidate.key, eval_accuracy=float(r.accuracy or 0.0),
@@ -341,7 +344,8 @@ def search(study: Study | str | Path | None = None, *, strategy: str = "prioriti
            eval_subset: int | None = None, sensitivity_file: str | Path | None = None, progress: bool = True,
            strategy_params: Mapping[str, Any] | None = None, setup: SearchSetup | None = None,
            bn_recalibrate: int | None = None, prior: str | None = None, objective: str | None = None,
-           early_stop: bool | None = None, warm_start: Sequence[Mapping[str, int]] = ()) -> SearchResult:
+           early_stop: bool | None = None, warm_start: Sequence[Mapping[str, int]] = (),
+           confirm_top: int = CONFIRM_TOP) -> SearchResult:
     """Search pruning plans of ``study``'s model with one strategy; write and return the results.
 
     Args:
@@ -370,7 +374,8 @@ def search(study: Study | str | Path | None = None, *, strategy: str = "prioriti
         run_dir = Path(out) if out is not None else Path("runs") / f"{study_obj.name}-{strategy}"
         setup = prepare(study_obj, constraints=constraints, axes=axes, rates=rates, criterion=criterion,
                         eval_subset=eval_subset, run_dir=run_dir, storage=storage, progress=progress,
-                        bn_recalibrate=bn_recalibrate, prior=prior, objective=objective, early_stop=early_stop)
+                        bn_recalibrate=bn_recalibrate, prior=prior, objective=objective, early_stop=early_stop,
+                        confirm_top=confirm_top)
     strat = create_strategy(strategy, seed=seed, **dict(strategy_params or {}))
     runner = make_runner(workers, ray_address)
     profile = None
@@ -422,13 +427,14 @@ def compare(study: Study | str | Path | None = None, *, strategies: Sequence[str
             rates: Sequence[float] = DEFAULT_RATES, criterion: str = "l2", eval_subset: int | None = None,
             sensitivity_file: str | Path | None = None, progress: bool = True, bn_recalibrate: int | None = None,
             prior: str | None = None, objective: str | None = None, early_stop: bool | None = None,
-            warm_start: bool = True, setup: SearchSetup | None = None) -> tuple[pd.DataFrame, list[SearchResult]]:
+            warm_start: bool = True, setup: SearchSetup | None = None,
+            confirm_top: int = CONFIRM_TOP) -> tuple[pd.DataFrame, list[SearchResult]]:
     """Run several strategies on one study under the same evaluation budget and seed.
 
     Every strategy gets ``eval_budget`` new accuracy evaluations and the same shared profile (computed or
     reused once, reported in its own row and counted once). With ``warm_start`` the answers of the
-    greedy, knapsack and analytic strategies (run first) are told to the global strategies as known
-    results. Each strategy writes its own run directory ``<out>/<strategy>/``; all trials go to one
+    greedy, knapsack and analytic strategies (run first) are the first candidates the global strategies
+    evaluate (``Problem.warm_start``). Each strategy writes its own run directory ``<out>/<strategy>/``; all trials go to one
     storage ``<out>/optuna.journal``. Returns the comparison table (also ``comparison.csv`` and
     ``comparison.png`` in ``out``).
     """
@@ -447,7 +453,7 @@ def compare(study: Study | str | Path | None = None, *, strategies: Sequence[str
         setup = prepare(study_obj, constraints=constraints, axes=axes, rates=rates, criterion=criterion,
                         eval_subset=eval_subset, run_dir=out_dir, storage=str(out_dir / "optuna.journal"),
                         progress=progress, bn_recalibrate=bn_recalibrate, prior=prior, objective=objective,
-                        early_stop=early_stop)
+                        early_stop=early_stop, confirm_top=confirm_top)
     out_dir = setup.run_dir
     order = [n for n in WARM_SOURCES if n in strategies] + [n for n in strategies if n not in WARM_SOURCES]
     rows, runs = [], []

@@ -7,8 +7,8 @@ A :class:`Prior` turns the sensitivity table (each group pruned alone at each le
   tolerate alone is not expected to pass with more pruned around it); ``weight`` keeps every measured
   level but draws the intolerant ones less often (weight ``exp(-drop / limit)``); ``none`` keeps all.
 * :meth:`Prior.predicted_drop`: the additive table prediction the knapsack trusts (the sum of the
-  single-group drops, clipped at 0), scaled by how far the measured candidates have fallen from it
-  (:meth:`Prior.observe`: the median ratio of measured to predicted drop).
+  single-group drops, clipped at 0), scaled by how far the measured multi-group candidates have fallen
+  from it (:meth:`Prior.observe`: the median ratio of measured to predicted drop).
 * :meth:`Prior.project`: a candidate that breaks a cost budget, moved onto it with the exact cost model:
   the variable whose next allowed level buys the most budget per point of predicted drop is stepped
   until every budget holds (None when even the strongest allowed levels miss it).
@@ -38,6 +38,8 @@ SCREEN_SLACK = 1.5
 SCREEN_MARGIN = 0.5
 #: Measured candidates needed before the additive prediction is rescaled by them.
 MIN_OBSERVATIONS = 3
+#: Largest rescaling of the additive prediction (small eval splits make single ratios noisy).
+MAX_SCALE = 2.0
 _BUDGET_KEYS = ("param_mb", "macs_g", "act_mb")
 
 
@@ -67,9 +69,9 @@ class Prior:
             drops = [0.0] + [self._table_drop(v.name, lv) for lv in range(1, len(v.levels))]
             self.drops[v.name] = drops
             if mode == "exclude" and table is not None:
-                levels = [lv for lv, d in enumerate(drops) if d <= self.limit + 1e-12]
+                levels = [0] + [lv for lv, d in enumerate(drops) if lv and d <= self.limit + 1e-12]
             elif table is not None:
-                levels = [lv for lv, d in enumerate(drops) if math.isfinite(d)]
+                levels = [0] + [lv for lv, d in enumerate(drops) if lv and math.isfinite(d)]
             else:
                 levels = list(range(len(v.levels)))
             w = np.ones(len(levels))
@@ -88,10 +90,10 @@ class Prior:
         return sum(max(self.drops[n][int(lv)], 0.0) for n, lv in levels.items() if lv and n in self.drops)
 
     def scale(self) -> float:
-        """How much larger measured drops have been than the additive prediction (median ratio, >= 1)."""
+        """How much larger measured drops have been than the additive prediction (median ratio, 1..MAX_SCALE)."""
         if len(self._ratios) < MIN_OBSERVATIONS:
             return 1.0
-        return max(1.0, float(np.median(self._ratios)))
+        return min(MAX_SCALE, max(1.0, float(np.median(self._ratios))))
 
     def predicted_drop(self, levels: Mapping[str, int]) -> float:
         """The additive prediction rescaled by the observations so far."""
@@ -99,8 +101,8 @@ class Prior:
 
     def observe(self, result: Result) -> None:
         """Refine the prediction with a measured (or early-stopped: a lower bound) result."""
-        if result.acc_drop is None or not (result.ok or result.stopped):
-            return
+        if result.acc_drop is None or not (result.ok or result.stopped) or len(result.candidate.levels) < 2:
+            return  # a single-group result is the table itself: it says nothing about interactions
         pred = self.additive_drop(result.candidate.levels)
         if pred > 0.25 and math.isfinite(pred):
             self._ratios.append(max(float(result.acc_drop), 0.0) / pred)
@@ -110,10 +112,11 @@ class Prior:
             self.observe(r)
 
     def plausible(self, levels: Mapping[str, int]) -> bool:
-        """False when the predicted drop is far beyond the limit (such candidates are not evaluated)."""
+        """False when even the additive drop (which pruned-together groups rarely beat) is far beyond the
+        limit: such candidates are not evaluated."""
         if not math.isfinite(self.limit) or self.table is None:
             return True
-        return self.predicted_drop(levels) <= SCREEN_SLACK * self.limit + SCREEN_MARGIN
+        return self.additive_drop(levels) <= SCREEN_SLACK * self.limit + SCREEN_MARGIN
 
     def in_prior(self, levels: Mapping[str, int]) -> bool:
         """Whether every level of ``levels`` is allowed."""
@@ -171,10 +174,31 @@ class Prior:
         """Independent allowed levels per variable (weighted), not projected."""
         return {v.name: int(rng.choice(self.allowed[v.name], p=self.weights[v.name])) for v in self.space.variables}
 
-    def sample(self, rng: np.random.Generator, *, tries: int = 50) -> dict[str, int] | None:
-        """A projected, plausible random candidate (None when ``tries`` draws found none)."""
+    def fill(self, levels: Mapping[str, int], rng: np.random.Generator) -> dict[str, int]:
+        """``levels`` pruned further, in a random variable order, while the predicted drop stays within the
+        limit: a random point on the predicted frontier (what a search minimising a cost wants)."""
+        cur = {v.name: int(levels.get(v.name, 0)) for v in self.space.variables}
+        if not math.isfinite(self.limit) or self.table is None:
+            return {n: lv for n, lv in cur.items() if lv}
+        for i in rng.permutation(len(self.space.variables)):
+            name = self.space.variables[int(i)].name
+            # half the time as far as the prediction allows, else towards a random allowed level
+            target = max(self.allowed[name]) if rng.random() < 0.5 else int(rng.choice(self.allowed[name], p=self.weights[name]))
+            for lv in [a for a in self.allowed[name] if cur[name] < a <= max(target, cur[name])]:
+                if self.predicted_drop({**cur, name: lv}) > self.limit:
+                    break
+                cur[name] = lv
+        return {n: lv for n, lv in cur.items() if lv}
+
+    def sample(self, rng: np.random.Generator, *, tries: int = 50, fill: bool = False) -> dict[str, int] | None:
+        """A projected, plausible random candidate (None when ``tries`` draws found none).
+
+        ``fill``: start from nothing pruned and raise randomly ordered variables towards random allowed
+        targets while the predicted drop stays within the limit (:meth:`fill`), for searches that minimise
+        a cost; else draw every variable independently and project onto the budgets.
+        """
         for _ in range(tries):
-            levels = self.project(self.draw(rng))
+            levels = self.project(self.fill({}, rng) if fill else self.draw(rng))
             if levels is not None and self.plausible(levels):
                 return levels
         return None

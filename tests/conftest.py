@@ -30,3 +30,17 @@ def ray_session():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Profiles are cached in a folder of this test session, never in the user's cache."""
+    import os
+
+    old = os.environ.get("HWSEARCH_CACHE_DIR")
+    os.environ["HWSEARCH_CACHE_DIR"] = str(tmp_path_factory.mktemp("hwsearch-cache"))
+    yield
+    if old is None:
+        os.environ.pop("HWSEARCH_CACHE_DIR", None)
+    else:
+        os.environ["HWSEARCH_CACHE_DIR"] = old

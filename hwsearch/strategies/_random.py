@@ -43,7 +43,8 @@ class RandomSearch(Strategy):
     order (failed ones included) and a resumed run replays exactly. Each draw takes every variable's
     level uniformly from the levels the shared prior allows (``use_prior``; else from all levels), is
     projected onto the cost budgets with the exact cost model (never an over-budget evaluation) and,
-    with the prior, screened by its predicted drop; when ``max_retries`` draws find nothing new the
+    with the prior, screened by its predicted drop (when minimising a cost, draws are random points of
+    the predicted frontier instead, :meth:`~hwsearch.prior.Prior.fill`); when ``max_retries`` draws find nothing new the
     strategy stops (its :meth:`notes` say so).
 
     Args:
@@ -81,7 +82,7 @@ class RandomSearch(Strategy):
 
     def _draw(self) -> Candidate | None:
         for _ in range(max(1, self.max_retries)):
-            levels = self._prior.sample(self.rng, tries=1)
+            levels = self._prior.sample(self.rng, tries=1, fill=self.problem.objective != "accuracy")
             if levels is None:
                 continue
             cand = Candidate(levels=levels, tag="random")

@@ -165,8 +165,9 @@ class OptunaSearch(Strategy):
             proj = self._prior.project(levels)
             if proj is not None and candidate_key(proj) not in self._told:
                 self._enqueue(proj, "warm_start")
+        self._fill = problem.objective != "accuracy"
         for _ in range(self._startup_count()):
-            levels = self._prior.sample(self.rng)
+            levels = self._prior.sample(self.rng, fill=self._fill)
             if levels is not None:
                 self._enqueue(levels, f"{self.tag}:prior")
         note = unreachable_note(problem)
@@ -223,7 +224,7 @@ class OptunaSearch(Strategy):
     def _unseen_sample(self) -> dict[str, int] | None:
         """A projected, plausible prior sample never asked nor told, or None."""
         for _ in range(RANDOM_TRIES):
-            levels = self._prior.sample(self.rng, tries=1)
+            levels = self._prior.sample(self.rng, tries=1, fill=self._fill)
             if levels is None:
                 continue
             key = candidate_key(levels)
@@ -296,8 +297,8 @@ class OptunaSearch(Strategy):
         for name, value in constraints.items():
             trial.set_constraint(name, value)
         trial.set_user_attr("status", "duplicate" if duplicate else status)
-        if state is TrialState.PRUNED and intermediate is not None:
-            trial.report(intermediate[1], intermediate[0])
+        if state is TrialState.PRUNED and intermediate is not None and len(self._directions()) == 1:
+            trial.report(intermediate[1], intermediate[0])  # Optuna keeps intermediate values single-objective
         if state is TrialState.COMPLETE:
             self._study.tell(trial, values[0] if values is not None and len(values) == 1 else values)
         else:
@@ -308,7 +309,8 @@ class OptunaSearch(Strategy):
         return create_trial(state=state, values=values if state is TrialState.COMPLETE else None,
                             params=self._params(levels), distributions=dict(self._dists),
                             user_attrs={"status": status, "tag": "known", "key": candidate_key(levels)},
-                            intermediate_values=None if intermediate is None else {intermediate[0]: intermediate[1]},
+                            intermediate_values=None if intermediate is None or len(self._directions()) > 1
+                            else {intermediate[0]: intermediate[1]},
                             constraints=constraints)
 
     def _constraints(self, result: Result) -> dict[str, float]:

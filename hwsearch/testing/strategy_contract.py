@@ -396,8 +396,6 @@ class StrategyContract:
         assert results and len({r.candidate.key for r in results}) <= problem.eval_budget  # type: ignore[operator]
         assert _trace(results) == _trace(drive(make_strategy(), problem, batch=4, order=order))
 
-    @pytest.mark.parametrize("budgets", [{"param_mb": 0.05}, {"max_acc_drop": -1.0}, {"param_mb": 0.05, "macs_g": 1e-4}],
-                             ids=["param_mb", "acc_drop", "both"])
     @pytest.mark.parametrize("seed", [0, 1, 2])
     def test_demo_like_problem_feasible(self, make_strategy: Callable[..., Strategy], seed: int) -> None:
         """On a problem shaped like the demo (about 1e-3 of uniform draws feasible) every strategy finds a
@@ -415,6 +413,8 @@ class StrategyContract:
         assert answer.costs["param_mb"] <= problem.constraints.param_mb  # type: ignore[operator]
         assert problem.baseline_accuracy - demo_like_accuracy(answer.candidate.levels) <= 3.0
 
+    @pytest.mark.parametrize("budgets", [{"param_mb": 0.05}, {"max_acc_drop": -1.0}, {"param_mb": 0.05, "macs_g": 1e-4}],
+                             ids=["param_mb", "acc_drop", "both"])
     def test_unreachable_budget_finishes(self, make_strategy: Callable[..., Strategy], budgets: dict[str, float]) -> None:
         problem = self.problem(make_strategy, eval_budget=12, **budgets)
         assert feasible_region(problem) == []

@@ -17,10 +17,11 @@ from hwsearch.errors import UserError
 from hwsearch.evaluation import EvaluatorSpec
 from hwsearch.results import Candidate
 from hwsearch.runners import RayRunner, SerialRunner
-from hwsearch.driver import prepare, run_strategy
+from hwsearch.driver import prepare
+from hwsearch.loop import run_strategy
 from hwsearch.strategies import create_strategy
 
-QUICK = dict(rates=(0.25, 0.5), eval_subset=60, progress=False)
+QUICK = dict(rates=(0.25, 0.5), eval_subset=60, progress=False, confirm_top=1)
 
 
 @pytest.fixture(scope="module")
@@ -32,19 +33,29 @@ def setup(demo_study_path: Path, tmp_path_factory: pytest.TempPathFactory):
 def test_search_writes_every_output(demo_study_path: Path, tmp_path: Path) -> None:
     res = hwsearch.search(demo_study_path, strategy="random", trials=4, out=tmp_path / "r", seed=1,
                           constraints={"param_mb": 0.62, "max_acc_drop": 50.0}, **QUICK)
-    assert len(res.results) == 4 and isinstance(res.trials, pd.DataFrame) and len(res.trials) == 4
-    for name in ("trials.csv", "pareto.csv", "pareto.png", "report.md", "optuna.journal"):
+    own = [r for r in res.results if r.candidate.tag != "profile"]
+    profile = [r for r in res.results if r.candidate.tag == "profile"]
+    assert len(own) == 4 and res.evaluations == 4 and len(profile) == 18  # 9 groups x 2 rates, shared
+    assert isinstance(res.trials, pd.DataFrame) and len(res.trials) == 22
+    for name in ("trials.csv", "pareto.csv", "pareto.png", "report.md", "optuna.journal", "sensitivity.csv"):
         assert (tmp_path / "r" / name).is_file(), name
+    assert pd.read_csv(tmp_path / "r" / "pareto.csv").columns.size > 5
     trials = pd.read_csv(tmp_path / "r" / "trials.csv")
     assert {"accuracy", "param_mb", "macs_g", "act_mb", "feasible"} <= set(trials.columns)
     assert any(c.startswith("rate:block.0.mlp.hidden") for c in trials.columns)
     report = (tmp_path / "r" / "report.md").read_text()
     assert report.index("## Requested vs achieved") < report.index("## Run")
+    assert "top-1 confirm split (val[240:]" in report and "top-1 test split (test" in report
     if res.best is not None:
         assert (tmp_path / "r" / "best" / "model.pth").is_file()
         assert res.best.costs["param_mb"] <= 0.62 and res.best.acc_drop <= 50.0
         pruned_params = sum(p.numel() for p in res.best_model.parameters())
         assert pruned_params == res.best.costs["params"]  # the cost model predicted the pruned model exactly
+        assert res.best_confirm_accuracy is not None and res.best_test_accuracy is not None
+        # a second search reuses the cached profile: 0 new profile evaluations
+        again = hwsearch.search(demo_study_path, strategy="random", trials=2, out=tmp_path / "r2", seed=2,
+                                constraints={"param_mb": 0.62, "max_acc_drop": 50.0}, **QUICK)
+        assert again.profile_evaluations == 0 and again.profile_source.startswith("cache")
 
 
 def test_unreachable_budget_fails_before_any_evaluation(demo_study_path: Path, tmp_path: Path) -> None:
@@ -65,6 +76,7 @@ def test_existing_run_needs_resume(demo_study_path: Path, tmp_path: Path) -> Non
 
 
 def _journal_trials(path: Path) -> int:
+    """The strategy's own trials in a run's journal (the shared profile's are not counted)."""
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
@@ -72,9 +84,10 @@ def _journal_trials(path: Path) -> int:
         return 0
     storage = JournalStorage(JournalFileBackend(str(path)))
     try:
-        return len(optuna.load_study(study_name="random", storage=storage).get_trials(deepcopy=False))
+        trials = optuna.load_study(study_name="random", storage=storage).get_trials(deepcopy=False)
     except KeyError:
         return 0
+    return sum(1 for t in trials if t.user_attrs.get("tag") != "profile")
 
 
 def test_sigkill_then_resume_keeps_every_finished_trial(demo_study_path: Path, tmp_path: Path) -> None:
@@ -94,11 +107,13 @@ def test_sigkill_then_resume_keeps_every_finished_trial(demo_study_path: Path, t
 
     setup_ = prepare(demo_study_path, constraints={"param_mb": 0.62}, run_dir=out, rates=(0.25, 0.5), eval_subset=60,
                      progress=False)
-    kept = [r.candidate.key for r in ResultStore(open_storage(out), "random", setup_.space).results()]
+    kept = [r.candidate.key for r in ResultStore(open_storage(out), "random", setup_.space).results()
+            if r.candidate.tag != "profile"]
     res = hwsearch.search(demo_study_path, strategy="random", trials=8, out=out, resume=True,
                           constraints={"param_mb": 0.62}, **QUICK)
-    assert len(res.results) == 8
-    assert kept == [r.candidate.key for r in res.results[: len(kept)]]  # earlier trials replayed, in order
+    own = [r for r in res.results if r.candidate.tag != "profile"]
+    assert len(own) == 8
+    assert kept == [r.candidate.key for r in own[: len(kept)]]  # earlier trials replayed, in order
     assert _journal_trials(journal) == 8  # nothing evaluated twice
 
 
@@ -110,9 +125,9 @@ def test_ray_and_serial_runners_give_the_same_trials(setup, ray_session, tmp_pat
         s = replace(setup, run_dir=tmp_path / name)
         with runner:
             runner.start(s.spec)
-            results, _ = run_strategy(s, create_strategy("tpe", seed=3, n_startup_trials=2), runner,
-                                      study_name="tpe", eval_budget=5, progress=False)
-        return [(r.candidate.key, r.accuracy) for r in results]
+            out = run_strategy(s, create_strategy("tpe", seed=3, n_startup_trials=2), runner, study_name="tpe",
+                               problem=s.problem(eval_budget=5), eval_budget=5, progress=False)
+        return [(r.candidate.key, r.accuracy) for r in out.results]
 
     serial = run(SerialRunner(capacity=2), "serial")
     parallel = run(RayRunner(workers=2), "ray")
@@ -159,9 +174,44 @@ def test_ctrl_c_writes_partial_results_and_resume_continues(demo_study_path: Pat
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "--resume" in err
     done = pd.read_csv(out / "trials.csv")
+    done = done[done["tag"] != "profile"]
     assert 2 <= len(done) < 8
     assert "Interrupted" in (out / "report.md").read_text()
     res = hwsearch.search(demo_study_path, strategy="random", trials=8, out=out, resume=True,
                           constraints={"param_mb": 0.62}, **QUICK)
-    assert len(res.results) == 8
-    assert list(done["key"]) == [r.candidate.key for r in res.results[: len(done)]]
+    own = [r for r in res.results if r.candidate.tag != "profile"]
+    assert len(own) == 8
+    assert list(done["key"]) == [r.candidate.key for r in own[: len(done)]]
+
+
+def test_resume_refuses_another_fingerprint(demo_study_path: Path, tmp_path: Path) -> None:
+    kw = dict(strategy="random", trials=2, out=tmp_path / "f", constraints={"param_mb": 0.62}, progress=False,
+              eval_subset=60)
+    hwsearch.search(demo_study_path, rates=(0.25, 0.5), **kw)
+    with pytest.raises(UserError, match="made with another .*rates"):
+        hwsearch.search(demo_study_path, rates=(0.25, 0.5, 0.75), resume=True, **kw)
+    with pytest.raises(UserError, match="made with another .*criterion"):
+        hwsearch.search(demo_study_path, rates=(0.25, 0.5), criterion="l1", resume=True, **kw)
+
+
+def test_early_stop_is_exact(setup) -> None:
+    """Every stopped candidate's full accuracy breaks the drop limit (measured without the early stop)."""
+    from dataclasses import replace
+
+    from hwsearch.evaluation import Evaluator
+
+    spec = replace(setup.spec, stop_drop=1.0)  # a strict limit, so some candidates stop
+    fast, full = Evaluator(spec), Evaluator(replace(setup.spec, stop_drop=None))
+    stopped = 0
+    for v in setup.space.variables:
+        for lv in range(1, len(v.levels)):
+            cand = Candidate(levels={v.name: lv})
+            quick, whole = fast(cand), full(cand)
+            assert whole.ok and whole.samples == 60
+            if quick.stopped:
+                stopped += 1
+                assert quick.samples < 60 and quick.accuracy >= whole.accuracy  # an exact upper bound
+                assert whole.acc_drop > 1.0  # the full evaluation breaks the limit too
+            else:
+                assert quick.accuracy == whole.accuracy and quick.samples == 60
+    assert stopped, "no candidate stopped: the test proves nothing"

@@ -12,7 +12,7 @@ from hwsearch.testing.strategy_contract import StrategyContract
 
 @pytest.fixture(params=list_strategies())
 def make_strategy(request: pytest.FixtureRequest) -> Callable[..., Strategy]:
-    return lambda **kw: create_strategy(request.param, seed=0, **kw)
+    return lambda **kw: create_strategy(request.param, **{"seed": 0, **kw})
 
 
 class TestEveryStrategy(StrategyContract):

@@ -18,11 +18,12 @@ def test_feasible_only_asks_only_cost_feasible_candidates() -> None:
     assert all(problem.cost_feasible(r.candidate.levels) for r in results)
 
 
-def test_without_feasible_only_it_asks_infeasible_ones_too() -> None:
+def test_draws_are_projected_onto_the_budget() -> None:
     problem = toy_problem()  # 88 of the 256 candidates break the 0.34 MB budget
-    results = drive(RandomSearch(feasible_only=False, seed=1), problem)
-    assert len(results) == 30
-    assert any(not problem.cost_feasible(r.candidate.levels) for r in results)
+    for use_prior in (False, True):
+        results = drive(RandomSearch(use_prior=use_prior, seed=1), problem)
+        assert len(results) == 30
+        assert all(problem.cost_feasible(r.candidate.levels) for r in results)
 
 
 def test_candidates_are_distinct() -> None:

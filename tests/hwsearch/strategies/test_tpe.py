@@ -7,8 +7,12 @@ import warnings
 import pytest
 from optuna.trial import TrialState
 
+from dataclasses import replace
+
+from optuna.study import StudyDirection
+
 from hwsearch.errors import UserError
-from hwsearch.results import Candidate
+from hwsearch.results import Candidate, Result
 from hwsearch.strategies import TPESearch, create_strategy
 from hwsearch.testing.strategy_contract import drive, evaluate, toy_accuracy, toy_problem
 
@@ -37,29 +41,31 @@ def test_bad_warm_start_is_a_user_error(warm: dict[str, int], message: str) -> N
         TPESearch(warm_start=[warm]).setup(toy_problem())
 
 
-def test_constraint_values_are_stored_on_the_trials() -> None:
+def test_optuna_only_hears_true_values() -> None:
+    """Evaluated trials carry their measured accuracy and exact constraints; over-budget samples are never
+    given a value: they are closed as FAIL and their projection onto the budget is asked instead."""
     problem = toy_problem()
     strategy = TPESearch(seed=0)
     told = drive(strategy, problem)
     results = {r.candidate.key: r for r in told}
     assert len(results) == len(told) == 30  # distinct candidates, although TPE repeats itself
+    assert all(problem.cost_feasible(r.candidate.levels) for r in told)  # never an over-budget evaluation
     trials = strategy.study.trials
-    assert all(t.state == TrialState.COMPLETE for t in trials)
     evaluated = [t for t in trials if t.user_attrs["status"] == "ok"]
     assert {t.user_attrs["key"] for t in evaluated} == set(results)
     for t in evaluated:
+        assert t.state == TrialState.COMPLETE
         r = results[t.user_attrs["key"]]
         assert t.value == r.accuracy
         # violations relative to their limits (budget 0.34 MB, max drop 3 points)
         assert t.constraints == pytest.approx({"param_mb": (r.costs["param_mb"] - 0.34) / 0.34,
-                                               "acc_drop": (80.0 - r.accuracy - 3.0) / 3.0, "failed": 0.0})  # type: ignore[operator]
-    skipped = [t for t in trials if t.user_attrs["status"] == "skipped"]
-    assert skipped, "the toy budget rules out a third of the space: TPE must sample some of it"
-    for t in skipped:
-        assert t.value == 0.0 and t.user_attrs["key"] not in results
-        assert set(t.constraints) == {"param_mb", "acc_drop", "failed"} and t.constraints["param_mb"] > 0
-        # an unmeasured candidate counts as the worst drop (baseline 80, max drop 3), never as a good one
-        assert t.constraints["acc_drop"] == pytest.approx((80.0 - 3.0) / 3.0)
+                                               "acc_drop": (80.0 - r.accuracy - 3.0) / 3.0})  # type: ignore[operator]
+    projected = [t for t in trials if t.user_attrs["status"] == "projected"]
+    assert projected, "the toy budget rules out a third of the space: TPE must sample some of it"
+    for t in projected:
+        assert t.state == TrialState.FAIL and t.value is None and not t.constraints
+        assert t.user_attrs["projected_to"] in results or t.user_attrs["projected_to"] in {
+            x.user_attrs.get("key") for x in trials}
 
 
 def test_optuna_sees_the_constraints() -> None:
@@ -72,20 +78,34 @@ def test_optuna_sees_the_constraints() -> None:
     assert strategy.study.best_trial.user_attrs["key"] == best.candidate.key
 
 
-def test_failed_result_is_told_as_infeasible() -> None:
+def test_failed_result_is_a_fail_trial() -> None:
     strategy = TPESearch(warm_start=[GOOD], seed=0)
     drive(strategy, toy_problem(eval_budget=3), lambda lv: None if dict(lv) == GOOD else toy_accuracy(lv))
     first = strategy.study.trials[0]
-    assert first.user_attrs["status"] == "failed" and first.value == 0.0
-    assert first.constraints["failed"] == 1.0 and first.constraints["acc_drop"] == pytest.approx(77.0 / 3.0)
+    assert first.user_attrs["status"] == "failed" and first.state == TrialState.FAIL and first.value is None
 
 
-def test_skip_infeasible_false_asks_cost_infeasible_candidates() -> None:
-    problem = toy_problem()
-    results = drive(TPESearch(skip_infeasible=False, seed=0), problem)
-    assert len(results) == 30 and any(not problem.cost_feasible(r.candidate.levels) for r in results)
-    kept = drive(TPESearch(seed=0), problem)
-    assert all(problem.cost_feasible(r.candidate.levels) for r in kept)
+def test_stopped_result_is_pruned_with_its_bound() -> None:
+    strategy = TPESearch(warm_start=[GOOD], seed=0)
+    strategy.setup(toy_problem(eval_budget=3))
+    (cand,) = strategy.ask(1)
+    strategy.tell(cand, Result(candidate=cand, status="stopped", accuracy=70.0, acc_drop=10.0, samples=40,
+                               costs=toy_problem().predict(cand.levels)))
+    t = strategy.study.trials[0]
+    assert t.state == TrialState.PRUNED and t.intermediate_values == {40: 70.0}
+    assert t.constraints["acc_drop"] == pytest.approx((10.0 - 3.0) / 3.0)
+
+
+def test_cost_objective_minimises_the_memory() -> None:
+    problem = replace(toy_problem(param_mb=None), objective="param_mb")
+    strategy = TPESearch(seed=0)
+    results = drive(strategy, problem)
+    assert strategy.study.direction == StudyDirection.MINIMIZE
+    best = strategy.best()
+    assert best is not None and best.acc_drop <= 3.0  # type: ignore[operator]
+    feasible = [r for r in results if r.feasible]
+    assert best.costs["param_mb"] == min(r.costs["param_mb"] for r in feasible)
+    assert strategy.study.best_trial.value == pytest.approx(best.costs["param_mb"])
 
 
 def test_duplicates_are_told_without_being_asked_again() -> None:
