@@ -51,7 +51,8 @@ def check_fingerprint(store: ResultStore, fingerprint: Mapping[str, Any], name: 
 
 def run_strategy(setup: Any, strategy: Strategy, runner: Runner, *, study_name: str, problem: Problem,
                  eval_budget: int | None = None, resume: bool = False, progress: bool = True,
-                 history: Sequence[Result] = (), on_result: Callable[[Result], None] | None = None) -> LoopOutcome:
+                 history: Sequence[Result] = (), on_result: Callable[[Result], None] | None = None,
+                 total: int | None = None) -> LoopOutcome:
     """Drive one strategy to the end.
 
     Args:
@@ -89,7 +90,7 @@ def run_strategy(setup: Any, strategy: Strategy, runner: Runner, *, study_name: 
     results: list[Result] = []
     queue: list[Candidate] = []  # asked, in order; evaluated (or cached) results are told in this order
     submitted: set[str] = set()
-    bar = progress_bar(total=eval_budget, desc=strategy.name, enabled=progress, unit="eval", leave=False)
+    bar = progress_bar(total=total if total is not None else eval_budget, desc=strategy.name, enabled=progress, unit="eval", leave=False)
     interrupted = False
     own: set[str] = set()  # distinct evaluated candidates of this strategy (not the shared history)
     spent = 0  # told results outside the history: what the evaluation budget counts

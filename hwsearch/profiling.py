@@ -18,7 +18,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 import pandas as pd
 
+from hwsearch.atomic import atomic_write_json
 from hwsearch.errors import UserError
 from hwsearch.results import Candidate, Result
 from hwsearch.sensitivity import SensitivityEntry, SensitivityMeta, SensitivityTable, sensitivity_candidates
@@ -73,20 +73,6 @@ def profile_fingerprint(setup: Any) -> dict[str, Any]:
 
 def _key(fingerprint: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()[:24]
-
-
-def _atomic_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, allow_nan=True, default=str)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _serves(stop_drop: float | None, limit: float | None) -> bool:
@@ -195,7 +181,7 @@ def ensure_profile(setup: Any, runner: Any, *, file: str | Path | None = None, p
     t0 = time.perf_counter()
     problem = setup.problem(eval_budget=None)
     outcome = run_strategy(setup, ProfileAll(), runner, study_name="profile", problem=problem, resume=True,
-                           progress=progress)
+                           progress=progress, total=len(sensitivity_candidates(setup.space)))
     if outcome.interrupted:
         raise KeyboardInterrupt
     results = list(outcome.results)
@@ -207,7 +193,7 @@ def ensure_profile(setup: Any, runner: Any, *, file: str | Path | None = None, p
                                          baseline_costs=dict(setup.baseline.costs))
     seconds = time.perf_counter() - t0
     if use_cache:
-        _atomic_json(path, {"schema": CACHE_SCHEMA, "key": key, "fingerprint": fingerprint,
+        atomic_write_json(path, {"schema": CACHE_SCHEMA, "key": key, "fingerprint": fingerprint,
                             "stop_drop": setup.spec.stop_drop, "table": table.to_dict(),
                             "results": [r.to_dict() for r in results], "seconds": seconds})
     _write_table_files(setup, table)

@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from hwsearch.atomic import atomic_write_text
+
 __all__ = ["write_outputs", "report_markdown"]
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _fmt(x: Any, digits: int = 4) -> str:
@@ -124,5 +116,5 @@ def write_outputs(setup: Any, res: Any) -> None:
         save_pruned(res.best_model, out / "best")
         summary = {"accuracy_eval": res.best.accuracy, "accuracy_confirm": res.best_confirm_accuracy,
                    "accuracy_test": res.best_test_accuracy, **res.best.costs}
-        _atomic_write(out / "best" / "summary.json", json.dumps(summary, indent=1) + "\n")
-    _atomic_write(out / "report.md", report_markdown(setup, res))
+        atomic_write_text(out / "best" / "summary.json", json.dumps(summary, indent=1) + "\n")
+    atomic_write_text(out / "report.md", report_markdown(setup, res))

@@ -44,3 +44,19 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory):
         os.environ.pop("HWSEARCH_CACHE_DIR", None)
     else:
         os.environ["HWSEARCH_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="session")
+def quick_study_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo study with small confirm and test slices (for search tests that re-measure answers)."""
+    from hwsearch.study import load_study
+
+    demo = load_study(DEMO_STUDY)
+    text = DEMO_STUDY.read_text()
+    text = text.replace('checkpoint = "checkpoints/spikformer-digits-2-64.pth"', f'checkpoint = "{demo.checkpoint}"')
+    text = text.replace('confirm_split = "val[240:]"', 'confirm_split = "val[240:300]"')
+    text = text.replace('test_split = "test"', 'test_split = "test[:60]"')
+    assert "val[240:300]" in text and "test[:60]" in text and str(demo.checkpoint) in text
+    path = tmp_path_factory.mktemp("quick-study") / "demo-quick.toml"
+    path.write_text(text)
+    return path

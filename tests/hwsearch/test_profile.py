@@ -24,8 +24,8 @@ QUICK = dict(rates=(0.25, 0.5), eval_subset=60, progress=False, confirm_top=1)
 
 
 @pytest.fixture(scope="module")
-def setup(demo_study_path: Path, tmp_path_factory: pytest.TempPathFactory):
-    return prepare(demo_study_path, constraints={"param_mb": 0.5, "max_acc_drop": 5.0},
+def setup(quick_study_path: Path, tmp_path_factory: pytest.TempPathFactory):
+    return prepare(quick_study_path, constraints={"param_mb": 0.5, "max_acc_drop": 5.0},
                    run_dir=tmp_path_factory.mktemp("profile"), **QUICK)
 
 
@@ -48,16 +48,16 @@ def test_profile_is_cached_under_its_fingerprint(setup, profile, tmp_path: Path)
     assert (tmp_path / "elsewhere" / "sensitivity.csv").is_file()
 
 
-def test_fingerprint_names_everything_the_numbers_depend_on(setup, demo_study_path: Path, tmp_path: Path) -> None:
+def test_fingerprint_names_everything_the_numbers_depend_on(setup, quick_study_path: Path, tmp_path: Path) -> None:
     fp = profile_fingerprint(setup)
     assert {"checkpoint", "eval", "rates", "criterion", "variables", "bn_recalibrate"} <= set(fp)
     assert fp["eval"]["samples"].endswith("/60")
-    other = prepare(demo_study_path, constraints={"param_mb": 0.5}, run_dir=tmp_path, rates=(0.25, 0.5, 0.75),
+    other = prepare(quick_study_path, constraints={"param_mb": 0.5}, run_dir=tmp_path, rates=(0.25, 0.5, 0.75),
                     eval_subset=60, progress=False)
     assert profile_fingerprint(other)["rates"] != fp["rates"]
-    bn = prepare(demo_study_path, constraints={"param_mb": 0.5}, run_dir=tmp_path, bn_recalibrate=1, **QUICK)
+    bn = prepare(quick_study_path, constraints={"param_mb": 0.5}, run_dir=tmp_path, bn_recalibrate=1, **QUICK)
     assert profile_fingerprint(bn)["bn_recalibrate"] == 1 and profile_fingerprint(bn) != fp
-    subset = prepare(demo_study_path, constraints={"param_mb": 0.5}, run_dir=tmp_path, rates=(0.25, 0.5),
+    subset = prepare(quick_study_path, constraints={"param_mb": 0.5}, run_dir=tmp_path, rates=(0.25, 0.5),
                      eval_subset=59, progress=False)
     assert profile_fingerprint(subset)["eval"] != fp["eval"]
 
@@ -96,9 +96,9 @@ def test_prior_excludes_intolerant_levels_and_projects_onto_the_budget(setup, pr
     assert prior.predicted_drop(filled) <= 5.0
 
 
-def test_bn_recalibration_is_deterministic_and_starts_at_the_first_pruned_module(setup, demo_study_path: Path,
+def test_bn_recalibration_is_deterministic_and_starts_at_the_first_pruned_module(setup, quick_study_path: Path,
                                                                                 tmp_path: Path) -> None:
-    s = prepare(demo_study_path, constraints={"param_mb": 0.5}, run_dir=tmp_path, bn_recalibrate=1, **QUICK)
+    s = prepare(quick_study_path, constraints={"param_mb": 0.5}, run_dir=tmp_path, bn_recalibrate=1, **QUICK)
     cand = Candidate(levels={"block.1.mlp.hidden": 1})
     a, b = s.local.pruned_model(cand), s.local.pruned_model(cand)
     sa, sb = a.state_dict(), b.state_dict()
@@ -115,9 +115,9 @@ def test_bn_recalibration_is_deterministic_and_starts_at_the_first_pruned_module
     assert any(not torch.equal(m.state_dict()[k], plain[k]) for k in plain if "running_var" in k)
 
 
-def test_compare_runs_with_the_default_rate_grid(demo_study_path: Path, tmp_path: Path) -> None:
+def test_compare_runs_with_the_default_rate_grid(quick_study_path: Path, tmp_path: Path) -> None:
     """The shared profile (79 candidates on the default grid) is not counted in --eval-budget."""
-    table, runs = hwsearch.compare(demo_study_path, strategies=["analytic", "random"], eval_budget=3,
+    table, runs = hwsearch.compare(quick_study_path, strategies=["analytic", "random"], eval_budget=3,
                                    constraints={"param_mb": 0.5, "max_acc_drop": 5.0}, out=tmp_path / "c",
                                    eval_subset=60, progress=False)
     assert list(table["strategy"]) == ["(shared profile)", "analytic", "random"]

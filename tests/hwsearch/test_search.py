@@ -25,13 +25,13 @@ QUICK = dict(rates=(0.25, 0.5), eval_subset=60, progress=False, confirm_top=1)
 
 
 @pytest.fixture(scope="module")
-def setup(demo_study_path: Path, tmp_path_factory: pytest.TempPathFactory):
-    return prepare(demo_study_path, constraints={"param_mb": 0.6, "max_acc_drop": 5.0},
+def setup(quick_study_path: Path, tmp_path_factory: pytest.TempPathFactory):
+    return prepare(quick_study_path, constraints={"param_mb": 0.6, "max_acc_drop": 5.0},
                    run_dir=tmp_path_factory.mktemp("run"), rates=(0.25, 0.5), eval_subset=60, progress=False)
 
 
-def test_search_writes_every_output(demo_study_path: Path, tmp_path: Path) -> None:
-    res = hwsearch.search(demo_study_path, strategy="random", trials=4, out=tmp_path / "r", seed=1,
+def test_search_writes_every_output(quick_study_path: Path, tmp_path: Path) -> None:
+    res = hwsearch.search(quick_study_path, strategy="random", trials=4, out=tmp_path / "r", seed=1,
                           constraints={"param_mb": 0.62, "max_acc_drop": 50.0}, **QUICK)
     own = [r for r in res.results if r.candidate.tag != "profile"]
     profile = [r for r in res.results if r.candidate.tag == "profile"]
@@ -45,7 +45,7 @@ def test_search_writes_every_output(demo_study_path: Path, tmp_path: Path) -> No
     assert any(c.startswith("rate:block.0.mlp.hidden") for c in trials.columns)
     report = (tmp_path / "r" / "report.md").read_text()
     assert report.index("## Requested vs achieved") < report.index("## Run")
-    assert "top-1 confirm split (val[240:]" in report and "top-1 test split (test" in report
+    assert "top-1 confirm split (val[240:300]" in report and "top-1 test split (test[:60]" in report
     if res.best is not None:
         assert (tmp_path / "r" / "best" / "model.pth").is_file()
         assert res.best.costs["param_mb"] <= 0.62 and res.best.acc_drop <= 50.0
@@ -53,24 +53,24 @@ def test_search_writes_every_output(demo_study_path: Path, tmp_path: Path) -> No
         assert pruned_params == res.best.costs["params"]  # the cost model predicted the pruned model exactly
         assert res.best_confirm_accuracy is not None and res.best_test_accuracy is not None
         # a second search reuses the cached profile: 0 new profile evaluations
-        again = hwsearch.search(demo_study_path, strategy="random", trials=2, out=tmp_path / "r2", seed=2,
+        again = hwsearch.search(quick_study_path, strategy="random", trials=2, out=tmp_path / "r2", seed=2,
                                 constraints={"param_mb": 0.62, "max_acc_drop": 50.0}, **QUICK)
         assert again.profile_evaluations == 0 and again.profile_source.startswith("cache")
 
 
-def test_unreachable_budget_fails_before_any_evaluation(demo_study_path: Path, tmp_path: Path) -> None:
+def test_unreachable_budget_fails_before_any_evaluation(quick_study_path: Path, tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"budget param_mb 0.01 MB is below the smallest reachable model .* raise --budget-mb"):
-        hwsearch.search(demo_study_path, strategy="random", trials=2, out=tmp_path / "u",
+        hwsearch.search(quick_study_path, strategy="random", trials=2, out=tmp_path / "u",
                         constraints={"param_mb": 0.01}, **QUICK)
     assert not (tmp_path / "u" / "optuna.journal").exists()
 
 
-def test_existing_run_needs_resume(demo_study_path: Path, tmp_path: Path) -> None:
+def test_existing_run_needs_resume(quick_study_path: Path, tmp_path: Path) -> None:
     kw = dict(strategy="random", trials=2, out=tmp_path / "r", constraints={"param_mb": 0.62}, **QUICK)
-    first = hwsearch.search(demo_study_path, **kw)
+    first = hwsearch.search(quick_study_path, **kw)
     with pytest.raises(UserError, match="pass --resume"):
-        hwsearch.search(demo_study_path, **kw)
-    again = hwsearch.search(demo_study_path, resume=True, **kw)  # nothing new to evaluate: replayed
+        hwsearch.search(quick_study_path, **kw)
+    again = hwsearch.search(quick_study_path, resume=True, **kw)  # nothing new to evaluate: replayed
     assert [r.candidate.key for r in again.results] == [r.candidate.key for r in first.results]
     assert [r.accuracy for r in again.results] == [r.accuracy for r in first.results]
 
@@ -90,9 +90,9 @@ def _journal_trials(path: Path) -> int:
     return sum(1 for t in trials if t.user_attrs.get("tag") != "profile")
 
 
-def test_sigkill_then_resume_keeps_every_finished_trial(demo_study_path: Path, tmp_path: Path) -> None:
+def test_sigkill_then_resume_keeps_every_finished_trial(quick_study_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "k"
-    cmd = [sys.executable, "-m", "hwsearch.cli", "run", "--study", str(demo_study_path), "--strategy", "random",
+    cmd = [sys.executable, "-m", "hwsearch.cli", "run", "--study", str(quick_study_path), "--strategy", "random",
            "--trials", "8", "--rates", "0.25,0.5", "--eval-subset", "60", "--budget-mb", "0.62", "--out", str(out), "--quiet"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     journal = out / "optuna.journal"
@@ -105,11 +105,11 @@ def test_sigkill_then_resume_keeps_every_finished_trial(demo_study_path: Path, t
     assert 3 <= before < 8, "the run must be killed mid-way"
     from hwsearch.storage import ResultStore, open_storage
 
-    setup_ = prepare(demo_study_path, constraints={"param_mb": 0.62}, run_dir=out, rates=(0.25, 0.5), eval_subset=60,
+    setup_ = prepare(quick_study_path, constraints={"param_mb": 0.62}, run_dir=out, rates=(0.25, 0.5), eval_subset=60,
                      progress=False)
     kept = [r.candidate.key for r in ResultStore(open_storage(out), "random", setup_.space).results()
             if r.candidate.tag != "profile"]
-    res = hwsearch.search(demo_study_path, strategy="random", trials=8, out=out, resume=True,
+    res = hwsearch.search(quick_study_path, strategy="random", trials=8, out=out, resume=True,
                           constraints={"param_mb": 0.62}, **QUICK)
     own = [r for r in res.results if r.candidate.tag != "profile"]
     assert len(own) == 8
@@ -161,9 +161,9 @@ def test_a_killed_ray_worker_fails_only_its_candidate(setup, ray_session) -> Non
     assert after.status == "ok"
 
 
-def test_ctrl_c_writes_partial_results_and_resume_continues(demo_study_path: Path, tmp_path: Path) -> None:
+def test_ctrl_c_writes_partial_results_and_resume_continues(quick_study_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "i"
-    cmd = [sys.executable, "-m", "hwsearch.cli", "run", "--study", str(demo_study_path), "--strategy", "random",
+    cmd = [sys.executable, "-m", "hwsearch.cli", "run", "--study", str(quick_study_path), "--strategy", "random",
            "--trials", "8", "--rates", "0.25,0.5", "--eval-subset", "60", "--budget-mb", "0.62", "--out", str(out), "--quiet"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
@@ -177,21 +177,21 @@ def test_ctrl_c_writes_partial_results_and_resume_continues(demo_study_path: Pat
     done = done[done["tag"] != "profile"]
     assert 2 <= len(done) < 8
     assert "Interrupted" in (out / "report.md").read_text()
-    res = hwsearch.search(demo_study_path, strategy="random", trials=8, out=out, resume=True,
+    res = hwsearch.search(quick_study_path, strategy="random", trials=8, out=out, resume=True,
                           constraints={"param_mb": 0.62}, **QUICK)
     own = [r for r in res.results if r.candidate.tag != "profile"]
     assert len(own) == 8
     assert list(done["key"]) == [r.candidate.key for r in own[: len(done)]]
 
 
-def test_resume_refuses_another_fingerprint(demo_study_path: Path, tmp_path: Path) -> None:
+def test_resume_refuses_another_fingerprint(quick_study_path: Path, tmp_path: Path) -> None:
     kw = dict(strategy="random", trials=2, out=tmp_path / "f", constraints={"param_mb": 0.62}, progress=False,
               eval_subset=60)
-    hwsearch.search(demo_study_path, rates=(0.25, 0.5), **kw)
+    hwsearch.search(quick_study_path, rates=(0.25, 0.5), **kw)
     with pytest.raises(UserError, match="made with another .*rates"):
-        hwsearch.search(demo_study_path, rates=(0.25, 0.5, 0.75), resume=True, **kw)
+        hwsearch.search(quick_study_path, rates=(0.25, 0.5, 0.75), resume=True, **kw)
     with pytest.raises(UserError, match="made with another .*criterion"):
-        hwsearch.search(demo_study_path, rates=(0.25, 0.5), criterion="l1", resume=True, **kw)
+        hwsearch.search(quick_study_path, rates=(0.25, 0.5), criterion="l1", resume=True, **kw)
 
 
 def test_early_stop_is_exact(setup) -> None:

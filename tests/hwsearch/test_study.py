@@ -15,7 +15,8 @@ def test_demo_study_parses(demo_study_path: Path) -> None:
     assert study.name == "demo"
     assert study.model == "spikformer-digits-2-64"
     assert study.checkpoint == demo_study_path.parent / "checkpoints" / "spikformer-digits-2-64.pth"
-    assert study.data.dataset == "digits" and study.data.eval_split == "val" and study.data.test_split == "test"
+    assert study.data.dataset == "digits" and study.data.eval_split == "val[:240]" and study.data.test_split == "test"
+    assert study.data.confirm_split == "val[240:]"
     assert study.constraints.max_acc_drop == 3.0
     assert default_study_path() == demo_study_path
 
