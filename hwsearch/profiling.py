@@ -120,8 +120,10 @@ def load_table_file(path: Path, setup: Any) -> SensitivityTable:
     entries: list[SensitivityEntry] = []
     if {"parameter", "level", "top1"} <= set(frame.columns):  # long
         rows = [(str(r["parameter"]), int(r["level"]), r["top1"]) for _, r in frame.iterrows()]
+        stopped = {(str(r["parameter"]), int(r["level"])) for _, r in frame.iterrows()
+                   if "stopped" in frame.columns and bool(r["stopped"])}
     elif "layername" in frame.columns:  # wide: one column per nominal rate
-        rows = []
+        rows, stopped = [], set()
         for _, r in frame.iterrows():
             name = str(r["layername"])
             if name not in space.names():
@@ -146,7 +148,7 @@ def load_table_file(path: Path, setup: Any) -> SensitivityTable:
         acc = None if pd.isna(top1) else float(top1)
         entries.append(SensitivityEntry(variable=name, kind=v.kind, level=lv, kept=v.levels[lv], width=v.width,
                                         rate=float(v.rates[lv]), nominal_rate=float(v.rates[lv]), accuracy=acc,
-                                        acc_drop=None if acc is None else base_acc - acc))
+                                        acc_drop=None if acc is None else base_acc - acc, stopped=(name, lv) in stopped))
     order = {n: i for i, n in enumerate(space.names())}
     entries.sort(key=lambda e: (order[e.variable], e.level))
     return SensitivityTable(meta=meta, baseline_accuracy=base_acc, entries=tuple(entries),

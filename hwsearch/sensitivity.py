@@ -324,13 +324,14 @@ class SensitivityTable:
     def to_long_frame(self) -> pd.DataFrame:
         """Distiller's shape (``parameter, sparsity, top1, top5, loss``; top5/loss NaN: not measured),
         one row per (variable, level), plus ``level, kept, width, realised_rate, acc_drop, params,
-        param_mb, macs_g, act_mb, mem_saving``. ``sparsity`` is the nominal grid rate."""
+        param_mb, macs_g, act_mb, mem_saving, stopped`` (``stopped``: top1 is an upper bound, the
+        evaluation stopped early once past the drop limit). ``sparsity`` is the nominal grid rate."""
         cols = ["parameter", "sparsity", "top1", "top5", "loss", "level", "kept", "width", "realised_rate",
-                "acc_drop", "params", "param_mb", "macs_g", "act_mb", "mem_saving"]
+                "acc_drop", "params", "param_mb", "macs_g", "act_mb", "mem_saving", "stopped"]
         rows = [[e.variable, e.nominal_rate, e.accuracy, None, None, e.level, e.kept, e.width, e.rate, e.acc_drop,
-                 e.params, e.param_mb, e.macs_g, e.act_mb, e.mem_saving] for e in self.entries]
+                 e.params, e.param_mb, e.macs_g, e.act_mb, e.mem_saving, e.stopped] for e in self.entries]
         frame = pd.DataFrame(rows, columns=cols)
-        for c in cols[1:5] + cols[9:]:
+        for c in cols[1:5] + cols[9:-1]:
             frame[c] = frame[c].astype(float)
         return frame
 

@@ -23,7 +23,8 @@ def _run(args: argparse.Namespace) -> int:
 
     study = study_from_args(args)
     out = args.out if args.out is not None else Path("runs") / f"{study.name}-sensitivity"
-    setup = prepare(study, axes=axes_from_args(args), rates=rates_from_args(args), criterion=args.criterion,
+    no_budget = {"param_mb": "none", "macs_g": "none", "act_mb": "none"}  # a profile has no cost budget
+    setup = prepare(study, constraints=no_budget, axes=axes_from_args(args), rates=rates_from_args(args), criterion=args.criterion,
                     eval_subset=args.eval_subset, run_dir=out, storage=args.storage, progress=not args.quiet,
                     bn_recalibrate=args.bn_recalibrate, prior=args.prior,
                     early_stop=False if args.no_early_stop else None)

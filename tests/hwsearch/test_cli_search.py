@@ -53,3 +53,16 @@ def test_compare_reports_the_shared_profile_once(capsys: pytest.CaptureFixture[s
     assert list(table["strategy"]) == ["(shared profile)", "knapsack", "tpe"]
     assert (table["evaluations"].iloc[1:] <= 4).all()
     assert (out / "comparison.png").is_file() and (out / "tpe" / "report.md").is_file()
+
+
+def test_sensitivity_ignores_the_study_budget(capsys: pytest.CaptureFixture[str], quick_study_path: Path,
+                                              tmp_path: Path) -> None:
+    """A profile has no cost budget: at rate 0.5 alone the demo's 0.4 MB is unreachable, yet it profiles."""
+    out = tmp_path / "sens"
+    code = main(["sensitivity", "--study", str(quick_study_path), "--rates", "0.5", "--eval-subset", "30",
+                 "--out", str(out), "--quiet"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    long = pd.read_csv(out / "sensitivity_long.csv")
+    assert len(long) == 9 and "stopped" in long.columns
+    assert "profile 9 new evaluations" in text or "reused" in text
