@@ -29,12 +29,14 @@ log = logging.getLogger(__name__)
 class LoopOutcome:
     """What one strategy's loop produced: its own results (evaluation order) and whether interrupted."""
 
-    def __init__(self, results: list[Result], interrupted: bool, new_evaluations: int) -> None:
+    def __init__(self, results: list[Result], interrupted: bool, new_evaluations: int, fresh: int = 0) -> None:
         self.results = results
         self.interrupted = interrupted
         #: distinct candidates this strategy had evaluated (now or, on resume, before): shared-profile
         #: results it was told are not among them.
         self.new_evaluations = new_evaluations
+        #: evaluations run by this call (a resumed run's stored results are not among them).
+        self.fresh = fresh
 
 
 def check_fingerprint(store: ResultStore, fingerprint: Mapping[str, Any], name: str, where: str) -> None:
@@ -52,7 +54,7 @@ def check_fingerprint(store: ResultStore, fingerprint: Mapping[str, Any], name: 
 def run_strategy(setup: Any, strategy: Strategy, runner: Runner, *, study_name: str, problem: Problem,
                  eval_budget: int | None = None, resume: bool = False, progress: bool = True,
                  history: Sequence[Result] = (), on_result: Callable[[Result], None] | None = None,
-                 total: int | None = None) -> LoopOutcome:
+                 total: int | None = None, fingerprint: Mapping[str, Any] | None = None) -> LoopOutcome:
     """Drive one strategy to the end.
 
     Args:
@@ -71,14 +73,15 @@ def run_strategy(setup: Any, strategy: Strategy, runner: Runner, *, study_name: 
                         meta={"strategy": strategy.name, "params": _plain(strategy.get_params()),
                               "space": setup.space.names(), "model": setup.space.model,
                               "checkpoint": setup.space.checkpoint_sha256})
-    check_fingerprint(store, setup.fingerprint, study_name, str(setup.run_dir))
+    fingerprint = dict(setup.fingerprint if fingerprint is None else fingerprint)
+    check_fingerprint(store, fingerprint, study_name, str(setup.run_dir))
     stored = store.results()
     history_keys = {r.candidate.key for r in history}
     own_stored = [r for r in stored if r.candidate.key not in history_keys]
     if own_stored and not resume:
         raise UserError(f"run '{study_name}' in {setup.run_dir} already has {len(own_stored)} results; "
                         "pass --resume to continue it or --out to start a new run")
-    store.study.set_user_attr("fingerprint", json.dumps(setup.fingerprint, sort_keys=True, default=str))
+    store.study.set_user_attr("fingerprint", json.dumps(fingerprint, sort_keys=True, default=str))
     durable = {r.candidate.key for r in stored}
     for r in history:  # the shared profile: completed trials of every strategy's study
         if r.candidate.key not in durable:
@@ -94,6 +97,7 @@ def run_strategy(setup: Any, strategy: Strategy, runner: Runner, *, study_name: 
     interrupted = False
     own: set[str] = set()  # distinct evaluated candidates of this strategy (not the shared history)
     spent = 0  # told results outside the history: what the evaluation budget counts
+    fresh = 0
     objective = problem.objective
 
     def record(res: Result) -> None:
@@ -139,6 +143,7 @@ def run_strategy(setup: Any, strategy: Strategy, runner: Runner, *, study_name: 
                         store.append(early)
                         durable.add(early.candidate.key)
                 res = runner.next_result()
+                fresh += 1
                 submitted.discard(cand.key)
             res = replace(res, candidate=cand, number=len(results))
             record(res)
@@ -147,7 +152,7 @@ def run_strategy(setup: Any, strategy: Strategy, runner: Runner, *, study_name: 
         interrupted = True
     finally:
         bar.close()
-    return LoopOutcome(results, interrupted, len(own))
+    return LoopOutcome(results, interrupted, len(own), fresh)
 
 
 def _plain(params: Mapping[str, Any]) -> dict[str, Any]:

@@ -183,7 +183,8 @@ def ensure_profile(setup: Any, runner: Any, *, file: str | Path | None = None, p
     t0 = time.perf_counter()
     problem = setup.problem(eval_budget=None)
     outcome = run_strategy(setup, ProfileAll(), runner, study_name="profile", problem=problem, resume=True,
-                           progress=progress, total=len(sensitivity_candidates(setup.space)))
+                           progress=progress, total=len(sensitivity_candidates(setup.space)),
+                           fingerprint={**fingerprint, "stop_drop": setup.spec.stop_drop})
     if outcome.interrupted:
         raise KeyboardInterrupt
     results = list(outcome.results)
@@ -199,7 +200,7 @@ def ensure_profile(setup: Any, runner: Any, *, file: str | Path | None = None, p
                             "stop_drop": setup.spec.stop_drop, "table": table.to_dict(),
                             "results": [r.to_dict() for r in results], "seconds": seconds})
     _write_table_files(setup, table)
-    return Profile(table=table, results=results, new_evaluations=outcome.new_evaluations, seconds=seconds)
+    return Profile(table=table, results=results, new_evaluations=outcome.fresh, seconds=seconds)
 
 
 def _entries_as_results(setup: Any, table: SensitivityTable) -> list[Result]:

@@ -130,3 +130,17 @@ def test_compare_runs_with_the_default_rate_grid(quick_study_path: Path, tmp_pat
         tmp_path / "c" / "random" / "best").is_dir() else None
     if meta is not None:
         assert meta["accuracy_confirm"] is not None
+
+
+def test_profile_store_is_reused_under_another_budget(quick_study_path: Path, tmp_path: Path, monkeypatch) -> None:
+    """The profile does not depend on the cost budget: a run directory's stored profile resumes under another."""
+    monkeypatch.setenv("HWSEARCH_CACHE_DIR", str(tmp_path / "empty-cache"))  # force the run-dir store
+    kw = dict(run_dir=tmp_path / "p", rates=(0.5,), eval_subset=30, progress=False)
+    first = prepare(quick_study_path, constraints={"param_mb": 0.5}, **kw)
+    runner = SerialRunner()
+    runner.start(first.spec)
+    made = ensure_profile(first, runner, progress=False, use_cache=False)
+    second = prepare(quick_study_path, constraints={"param_mb": 0.55}, **kw)
+    again = ensure_profile(second, runner, progress=False, use_cache=False)
+    assert made.new_evaluations == 9 and again.new_evaluations == 0  # replayed from the run's store
+    assert [r.accuracy for r in again.results] == [r.accuracy for r in made.results]
