@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import functional
 
-from hwsearch.metrics import top1_accuracy
+from hwsearch.metrics import correct_per_batch, top1_accuracy
 from hwsearch.pruning import ChannelGroup, PruningPlan, create_criterion, groups_of, prune, topk_units
 from hwsearch.results import Candidate, Constraints, Result
 from hwsearch.space import SearchSpace
@@ -128,21 +128,16 @@ class StagedAccuracy:
         return 100.0 * (self.correct + self.total - self.seen) / self.total
 
 
-@torch.no_grad()
 def staged_accuracy(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], *,
                     baseline: float | None = None, stop_drop: float | None = None) -> StagedAccuracy:
     """Top-1 over ``batches`` in order, stopping once ``baseline - upper bound > stop_drop`` (exact)."""
-    model.eval()
     total = sum(int(y.numel()) for _, y in batches)
     if total == 0:
         raise ValueError("staged_accuracy got no samples")
     correct = seen = 0
-    for x, y in batches:
-        functional.reset_net(model)
-        logits = model(x)
-        functional.reset_net(model)
-        correct += int((logits.argmax(dim=1) == y).sum())
-        seen += int(y.numel())
+    for c, n in correct_per_batch(model, batches):
+        correct += c
+        seen += n
         if stop_drop is not None and baseline is not None and seen < total:
             best_possible = 100.0 * (correct + total - seen) / total
             if baseline - best_possible > stop_drop + 1e-9:

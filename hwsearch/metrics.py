@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import torch
 import torch.nn as nn
@@ -11,7 +11,7 @@ from hwsearch.progress import progress_bar
 
 from hwsearch.study import DTYPE_BYTES
 
-__all__ = ["top1_accuracy", "count_params", "param_memory_mb", "measure_firing_rates"]
+__all__ = ["top1_accuracy", "correct_per_batch", "count_params", "param_memory_mb", "measure_firing_rates"]
 
 
 def count_params(model: nn.Module) -> int:
@@ -24,7 +24,19 @@ def param_memory_mb(params: int, dtype: str = "fp32") -> float:
     return params * DTYPE_BYTES[dtype] / 1e6
 
 
-@torch.no_grad()
+@torch.no_grad()  # torch applies it to each step of the generator, not to the caller between steps
+def correct_per_batch(
+    model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
+) -> Iterator[tuple[int, int]]:
+    """``(correct, samples)`` of each batch in order (eval mode, no gradients; neurons reset around each)."""
+    model.eval()
+    for x, y in batches:
+        functional.reset_net(model)
+        logits = model(x)
+        functional.reset_net(model)
+        yield int((logits.argmax(dim=1) == y).sum()), int(y.numel())
+
+
 def top1_accuracy(
     model: nn.Module,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -34,15 +46,11 @@ def top1_accuracy(
     total: int | None = None,
 ) -> float:
     """Top-1 accuracy in percent; neurons are reset before and after every batch."""
-    model.eval()
     correct = seen = 0
     bar = progress_bar(batches, desc=desc, total=total, enabled=progress, leave=False, unit="batch")
-    for x, y in bar:
-        functional.reset_net(model)
-        logits = model(x)
-        functional.reset_net(model)
-        correct += int((logits.argmax(dim=1) == y).sum())
-        seen += int(y.numel())
+    for c, n in correct_per_batch(model, bar):
+        correct += c
+        seen += n
         bar.set_postfix(top1=f"{100.0 * correct / seen:.2f}", refresh=False)
     if seen == 0:
         raise ValueError("top1_accuracy got no samples")

@@ -133,7 +133,8 @@ class Prior:
         return out
 
     def cost_feasible(self, levels: Mapping[str, int]) -> bool:
-        return self._excess(self.predict(levels)) <= 1e-12
+        """Every cost budget met by the exact prediction (the rule of ``Problem.cost_feasible``)."""
+        return all(v <= 1e-12 for v in self.constraints.cost_violations(self.predict(levels)).values())
 
     def project(self, levels: Mapping[str, int]) -> dict[str, int] | None:
         """``levels`` moved onto the cost budgets within the allowed levels (None when impossible).
@@ -147,7 +148,7 @@ class Prior:
             if lv not in self.allowed[n]:
                 cur[n] = max([a for a in self.allowed[n] if a <= lv], default=0)
         excess = self._excess(self.predict(cur))
-        while excess > 1e-12:
+        while not self.cost_feasible(cur):
             best: tuple[float, int, str, int, float] | None = None
             for order, v in enumerate(self.space.variables):
                 stronger = [a for a in self.allowed[v.name] if a > cur[v.name]]
@@ -157,7 +158,7 @@ class Prior:
                 trial = {**cur, v.name: nxt}
                 new_excess = self._excess(self.predict(trial))
                 gain = excess - new_excess
-                if gain <= 0:
+                if gain <= 0 and not self.cost_feasible(trial):
                     continue
                 cost = max(self.drops[v.name][nxt], 0.0) - max(self.drops[v.name][cur[v.name]], 0.0) + 1e-3
                 score = gain / cost
