@@ -33,7 +33,7 @@ from hwsearch.errors import UserError
 from hwsearch.results import Candidate, Result
 from hwsearch.space import Variable
 from hwsearch.strategies._base import Problem, register_strategy
-from hwsearch.strategies._stepwise import Steps, StepwiseStrategy
+from hwsearch.strategies._stepwise import Ladder, Steps, StepwiseStrategy
 
 __all__ = ["BACKOFFS", "ORDERS", "GreedyStep", "PrioritizedGreedy"]
 
@@ -71,8 +71,10 @@ class PrioritizedGreedy(StepwiseStrategy):
         order: ``largest_first`` (by ``params``, ties by network order) or ``network``.
         backoff: ``tolerated`` (next milder level the profile tolerated) or ``every`` (next milder level).
 
-    Asks one candidate at a time (``ask`` returns ``[]`` while it is in flight), except the profiling
-    batch when no sensitivity table was given.
+    The back-off ladder of each variable is one :class:`~hwsearch.strategies._stepwise.Ladder`: a serial
+    run asks one rung at a time (the paper's procedure); with ``n`` free workers the next ``n`` milder
+    rungs are evaluated speculatively, and the walk still accepts the first rung within the max drop, so
+    the plan is the same as the serial one's.
     """
 
     needs_sensitivity = True
@@ -142,9 +144,12 @@ class PrioritizedGreedy(StepwiseStrategy):
                                f"{max_drop:g} in the profile: {names}")
         accepted: dict[str, int] = {}
         for v, tolerated in targets:
-            for lv in self._ladder(tolerated):
-                cand = Candidate(levels={**accepted, v.name: lv}, tag=TAG)
-                drop = self.measured_drop((yield [cand])[cand.key])
+            rungs = [(lv, Candidate(levels={**accepted, v.name: lv}, tag=TAG)) for lv in self._ladder(tolerated)]
+            answers = yield Ladder([c for _, c in rungs], accept=lambda r: self.measured_drop(r) <= max_drop)
+            for lv, cand in rungs:
+                if cand.key not in answers:
+                    break
+                drop = self.measured_drop(answers[cand.key])
                 ok = drop <= max_drop
                 self.steps.append(GreedyStep(variable=v.name, level=lv, rate=float(v.rates[lv]),
                                              profile_drop=table.drop(v.name, lv), measured_drop=drop, accepted=ok))

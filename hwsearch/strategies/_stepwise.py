@@ -14,22 +14,41 @@ base handles the ask/tell contract around it:
 * ``eval_budget`` caps the distinct candidates asked or told; when it is spent the strategy finishes
   and :meth:`notes` says so.
 * A failed result is an answer like any other; :meth:`measured_drop` reads it as an infinite drop.
+* A :class:`Ladder` batch (candidates in preference order, e.g. PrimeSVT's back-off rates) is answered
+  as soon as its first acceptable candidate is known: ``ask(n)`` hands out its candidates in order, so
+  a serial run asks one rung at a time (exactly the sequential procedure) while ``n`` free workers
+  evaluate the next ``n`` rungs speculatively; results of rungs past the accepted one are kept (told,
+  stored, counted) but do not change the procedure's choice.
 """
 
 from __future__ import annotations
 
 import abc
 import math
-from collections.abc import Generator
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
 
 from hwsearch.results import Candidate, Result
 from hwsearch.sensitivity import SensitivityMeta, SensitivityTable, sensitivity_candidates
 from hwsearch.strategies._base import Problem, Strategy
 
-__all__ = ["COST_BUDGET_KEYS", "Answers", "Steps", "StepwiseStrategy"]
+__all__ = ["COST_BUDGET_KEYS", "Answers", "Ladder", "Steps", "StepwiseStrategy"]
+
+
+@dataclass(frozen=True, slots=True)
+class Ladder:
+    """Candidates in preference order; answered by the first whose result ``accept`` admits.
+
+    The answers sent back hold every rung up to the accepted one (all rungs when none is accepted).
+    """
+
+    candidates: Sequence[Candidate]
+    accept: Callable[[Result], bool]
+
 
 Answers = dict[str, Result]
-Steps = Generator[list[Candidate], Answers, None]
+Batch = list[Candidate] | Ladder
+Steps = Generator[Batch, Answers, None]
 #: Constraints fields that are cost budgets (compared with :meth:`Problem.predict`).
 COST_BUDGET_KEYS: tuple[str, ...] = ("param_mb", "macs_g", "act_mb")
 
@@ -48,6 +67,7 @@ class StepwiseStrategy(Strategy):
         self._notes: list[str] = []
         self._asked: set[str] = set()
         self._batch: list[Candidate] = []
+        self._current_ladder: Ladder | None = None
         self._gen: Steps = self._steps()
         self._started = False
         self._done = False
@@ -91,23 +111,41 @@ class StepwiseStrategy(Strategy):
         known = {r.candidate.key for r in self.problem.history}
         return self.problem.eval_budget - len((self._asked | self.told.keys()) - known)
 
+    def _answered(self) -> Answers | None:
+        """The answers of the current batch when it is decided (None while it waits for results)."""
+        if self._current_ladder is None:
+            if all(c.key in self.told for c in self._batch):
+                return {c.key: self.told[c.key] for c in self._batch}
+            return None
+        answers: Answers = {}
+        for c in self._batch:  # rungs in order: decided by the first accepted one
+            if c.key not in self.told:
+                return None
+            answers[c.key] = self.told[c.key]
+            if self._current_ladder.accept(answers[c.key]):
+                break
+        return answers
+
     def _pump(self) -> None:
-        """Advance the procedure while its current batch is fully answered."""
-        while not self._done and all(c.key in self.told for c in self._batch):
-            answers = {c.key: self.told[c.key] for c in self._batch}
+        """Advance the procedure while its current batch is decided."""
+        while not self._done:
+            answers = self._answered()
+            if answers is None:
+                return
             try:
                 batch = self._gen.send(answers) if self._started else next(self._gen)
             except StopIteration:
-                self._done, self._batch = True, []
+                self._done, self._batch, self._current_ladder = True, [], None
                 return
             self._started = True
+            self._current_ladder = batch if isinstance(batch, Ladder) else None
             unique: dict[str, Candidate] = {}
-            for c in batch:
+            for c in (batch.candidates if isinstance(batch, Ladder) else batch):
                 unique.setdefault(c.key, c)
             self._batch = list(unique.values())
 
     # -------------------------------------------------------------------------------------- helpers
-    def _sensitivity(self) -> Generator[list[Candidate], Answers, SensitivityTable]:
+    def _sensitivity(self) -> Generator[Batch, Answers, SensitivityTable]:
         """The problem's table, or one profiled here (one batch of every single-variable candidate)."""
         if self.table is not None:
             return self.table
