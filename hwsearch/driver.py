@@ -75,6 +75,8 @@ class SearchSetup:
     baseline_confirm: float | None = None
     baseline_test: float | None = None
     confirm_top: int = CONFIRM_TOP
+    #: successive-halving factor (0: off; see :mod:`hwsearch.halving`).
+    halving_eta: float = 0.0
     _importance: dict[str, list[float]] | None = None
 
     def importance(self) -> dict[str, list[float]]:
@@ -201,7 +203,7 @@ def prepare(study: Study | str | Path, *, constraints: Mapping[str, Any] | None 
             eval_subset: int | None = None, run_dir: str | Path = "runs/latest", storage: str | None = None,
             progress: bool = True, bn_recalibrate: int | None = None, prior: str | None = None,
             objective: str | None = None, early_stop: bool | None = None,
-            confirm_top: int = CONFIRM_TOP) -> SearchSetup:
+            confirm_top: int = CONFIRM_TOP, halving: float | None = None) -> SearchSetup:
     """Load the model and data, build the space, measure the baseline, check the budget is reachable.
 
     ``constraints`` override the study's; a value ``"none"`` switches a study's budget off. The other
@@ -223,6 +225,9 @@ def prepare(study: Study | str | Path, *, constraints: Mapping[str, Any] | None 
     if bn < 0:
         raise UserError(f"--bn-recalibrate must be >= 0 batches, got {bn}")
     stop = sspec.early_stop if early_stop is None else bool(early_stop)
+    eta = float(sspec.halving if halving is None else halving)
+    if not (eta == 0 or eta >= 2):
+        raise UserError(f"--halving must be 0 (off) or a factor >= 2, got {eta:g}")
     obj = resolve_objective(objective if objective is not None else sspec.objective, cons)
     loaded = load_study_model(study)
     space = SearchSpace.from_model(loaded.model, axes=axes, rates=rates,
@@ -267,10 +272,12 @@ def prepare(study: Study | str | Path, *, constraints: Mapping[str, Any] | None 
         "variables": {v.name: list(v.levels) for v in space.variables},
         "bn_recalibrate": bn, "calibration": {"split": data.calib_split, "samples": calib_digest} if bn else None,
         "constraints": cons.to_dict(), "objective": obj, "prior": prior_mode, "early_stop": stop,
+        "halving": eta,
     }
     setup = SearchSetup(study=study, space=space, spec=spec, local=local, constraints=cons, baseline=baseline,
                         run_dir=Path(run_dir), storage_url=storage, test_batches=test, confirm_batches=confirm,
-                        fingerprint=fingerprint, objective=obj, prior_mode=prior_mode, confirm_top=confirm_top)
+                        fingerprint=fingerprint, objective=obj, prior_mode=prior_mode, confirm_top=confirm_top,
+                        halving_eta=eta)
     setup.baseline_test = local.accuracy(local.model, test) if test else None
     setup.baseline_confirm = local.accuracy(local.model, confirm) if confirm else None
     return setup
@@ -326,8 +333,11 @@ def finish(setup: SearchSetup, *, strategy: str, results: list[Result], best: Re
     return res
 
 
-def _strategy_notes(setup: SearchSetup, problem: Problem, strat: Any, profile: Any) -> list[str]:
+def _strategy_notes(setup: SearchSetup, problem: Problem, strat: Any, profile: Any, outcome: Any = None) -> list[str]:
     notes = []
+    if outcome is not None and outcome.halved:
+        notes.append(f"successive halving (eta {setup.halving_eta:g}): {outcome.halved} of {outcome.new_evaluations} "
+                     "candidates stopped below their stage's bar (status halved; their top-1 is an upper bound)")
     if profile is not None:
         notes.append(f"shared profile: {len(profile.results)} single-group candidates, "
                      + (f"{profile.new_evaluations} new evaluations in {profile.seconds:.1f} s" if profile.new_evaluations
@@ -345,7 +355,7 @@ def search(study: Study | str | Path | None = None, *, strategy: str = "prioriti
            strategy_params: Mapping[str, Any] | None = None, setup: SearchSetup | None = None,
            bn_recalibrate: int | None = None, prior: str | None = None, objective: str | None = None,
            early_stop: bool | None = None, warm_start: Sequence[Mapping[str, int]] = (),
-           confirm_top: int = CONFIRM_TOP) -> SearchResult:
+           confirm_top: int = CONFIRM_TOP, halving: float | None = None) -> SearchResult:
     """Search pruning plans of ``study``'s model with one strategy; write and return the results.
 
     Args:
@@ -362,7 +372,8 @@ def search(study: Study | str | Path | None = None, *, strategy: str = "prioriti
         axes / rates / criterion: the searched group kinds, the rate grid and the channel ranking.
         eval_subset: evaluate on this many seeded samples of the study's eval split.
         sensitivity_file: a sensitivity table to use as the profile (JSON, or the wide / long CSV).
-        bn_recalibrate / prior / objective / early_stop: override the study's ``[search]`` settings.
+        bn_recalibrate / prior / objective / early_stop / halving: override the study's ``[search]``
+            settings (``halving``: successive-halving factor, 0 off; :mod:`hwsearch.halving`).
         warm_start: level maps evaluated first by the global strategies.
     """
     from hwsearch.profiling import ensure_profile
@@ -375,7 +386,7 @@ def search(study: Study | str | Path | None = None, *, strategy: str = "prioriti
         setup = prepare(study_obj, constraints=constraints, axes=axes, rates=rates, criterion=criterion,
                         eval_subset=eval_subset, run_dir=run_dir, storage=storage, progress=progress,
                         bn_recalibrate=bn_recalibrate, prior=prior, objective=objective, early_stop=early_stop,
-                        confirm_top=confirm_top)
+                        confirm_top=confirm_top, halving=halving)
     strat = create_strategy(strategy, seed=seed, **dict(strategy_params or {}))
     runner = make_runner(workers, ray_address)
     profile = None
@@ -401,7 +412,7 @@ def search(study: Study | str | Path | None = None, *, strategy: str = "prioriti
                       seconds=time.perf_counter() - t0, evaluations=len(done), interrupted=True)
     every = _merge(profile.results, outcome.results)
     best = strat.answer(every) if not interrupted else None
-    notes = _strategy_notes(setup, problem, strat, profile)
+    notes = _strategy_notes(setup, problem, strat, profile, outcome)
     return finish(setup, strategy=strategy, results=every, best=best, notes=notes, seconds=time.perf_counter() - t0,
                   evaluations=outcome.new_evaluations, interrupted=interrupted, profile=profile)
 
@@ -428,7 +439,7 @@ def compare(study: Study | str | Path | None = None, *, strategies: Sequence[str
             sensitivity_file: str | Path | None = None, progress: bool = True, bn_recalibrate: int | None = None,
             prior: str | None = None, objective: str | None = None, early_stop: bool | None = None,
             warm_start: bool = True, setup: SearchSetup | None = None,
-            confirm_top: int = CONFIRM_TOP) -> tuple[pd.DataFrame, list[SearchResult]]:
+            confirm_top: int = CONFIRM_TOP, halving: float | None = None) -> tuple[pd.DataFrame, list[SearchResult]]:
     """Run several strategies on one study under the same evaluation budget and seed.
 
     Every strategy gets ``eval_budget`` new accuracy evaluations and the same shared profile (computed or
@@ -453,7 +464,7 @@ def compare(study: Study | str | Path | None = None, *, strategies: Sequence[str
         setup = prepare(study_obj, constraints=constraints, axes=axes, rates=rates, criterion=criterion,
                         eval_subset=eval_subset, run_dir=out_dir, storage=str(out_dir / "optuna.journal"),
                         progress=progress, bn_recalibrate=bn_recalibrate, prior=prior, objective=objective,
-                        early_stop=early_stop, confirm_top=confirm_top)
+                        early_stop=early_stop, confirm_top=confirm_top, halving=halving)
     out_dir = setup.run_dir
     order = [n for n in WARM_SOURCES if n in strategies] + [n for n in strategies if n not in WARM_SOURCES]
     rows, runs = [], []
@@ -479,7 +490,8 @@ def compare(study: Study | str | Path | None = None, *, strategies: Sequence[str
             if best is not None and name in WARM_SOURCES:
                 warm.append(dict(best.candidate.levels))
             res = finish(setup, strategy=name, results=every, best=best, seconds=time.perf_counter() - t0,
-                         notes=_strategy_notes(setup, problem, strat, profile), evaluations=outcome.new_evaluations,
+                         notes=_strategy_notes(setup, problem, strat, profile, outcome),
+                         evaluations=outcome.new_evaluations,
                          interrupted=outcome.interrupted, run_dir=out_dir / name, profile=profile)
             runs.append(res)
             rows.append({"strategy": name, "best_top1": best.accuracy if best else None,

@@ -11,6 +11,8 @@ Multi-fidelity: the evaluation batches are measured in order and, after each, th
 whether the drop limit is still reachable: if even answering every remaining image correctly would
 leave the drop above ``stop_drop``, the candidate is stopped (status ``stopped``, with the exact upper
 bound of its accuracy). The bound is exact, so no candidate that would have met the limit is stopped.
+Successive halving (:mod:`hwsearch.halving`) adds bars to a candidate (``Candidate.rungs``): one that has
+fewer correct than the bar after a rung's images is ``halved``.
 """
 
 from __future__ import annotations
@@ -112,11 +114,17 @@ def recalibrate_bn(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch
 
 @dataclass(frozen=True, slots=True)
 class StagedAccuracy:
-    """Top-1 measured batch by batch: ``correct`` of ``seen`` images, ``total`` in the split."""
+    """Top-1 measured batch by batch: ``correct`` of ``seen`` images, ``total`` in the split.
+
+    ``halved``: stopped because a successive-halving bar was missed (not because the drop limit became
+    unreachable); ``stage_correct``: cumulative correct after each evaluated batch.
+    """
 
     correct: int
     seen: int
     total: int
+    halved: bool = False
+    stage_correct: tuple[int, ...] = ()
 
     @property
     def complete(self) -> bool:
@@ -129,20 +137,29 @@ class StagedAccuracy:
 
 
 def staged_accuracy(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], *,
-                    baseline: float | None = None, stop_drop: float | None = None) -> StagedAccuracy:
-    """Top-1 over ``batches`` in order, stopping once ``baseline - upper bound > stop_drop`` (exact)."""
+                    baseline: float | None = None, stop_drop: float | None = None,
+                    rungs: Sequence[tuple[int, int]] = ()) -> StagedAccuracy:
+    """Top-1 over ``batches`` in order, stopping once ``baseline - upper bound > stop_drop`` (exact), or
+    (``halved``) once ``seen`` reaches a rung's image count with fewer correct than its bar."""
     total = sum(int(y.numel()) for _, y in batches)
     if total == 0:
         raise ValueError("staged_accuracy got no samples")
     correct = seen = 0
+    stages: list[int] = []
+    bars = sorted(rungs)
     for c, n in correct_per_batch(model, batches):
         correct += c
         seen += n
-        if stop_drop is not None and baseline is not None and seen < total:
+        stages.append(correct)
+        if seen >= total:
+            break
+        if stop_drop is not None and baseline is not None:
             best_possible = 100.0 * (correct + total - seen) / total
             if baseline - best_possible > stop_drop + 1e-9:
                 break
-    return StagedAccuracy(correct=correct, seen=seen, total=total)
+        if any(at == seen and correct < need for at, need in bars):
+            return StagedAccuracy(correct=correct, seen=seen, total=total, halved=True, stage_correct=tuple(stages))
+    return StagedAccuracy(correct=correct, seen=seen, total=total, stage_correct=tuple(stages))
 
 
 class Evaluator:
@@ -219,7 +236,8 @@ class Evaluator:
                 raise RuntimeError("injected failure")
             with torch.no_grad():
                 staged = staged_accuracy(self.pruned_model(candidate), self.spec.batches,
-                                         baseline=self.spec.baseline_accuracy, stop_drop=self.spec.stop_drop)
+                                         baseline=self.spec.baseline_accuracy, stop_drop=self.spec.stop_drop,
+                                         rungs=candidate.rungs)
         except KeyboardInterrupt:
             raise
         except Exception as e:  # noqa: BLE001 - one failing candidate must not end the search
@@ -228,6 +246,7 @@ class Evaluator:
                           violations=self.spec.constraints.violations(costs, None) if costs else {})
         acc = staged.accuracy
         drop = self.spec.baseline_accuracy - acc
-        return Result(candidate=candidate, status="ok" if staged.complete else "stopped", accuracy=acc, acc_drop=drop,
+        status = "ok" if staged.complete else "halved" if staged.halved else "stopped"
+        return Result(candidate=candidate, status=status, accuracy=acc, acc_drop=drop,
                       costs=costs, violations=self.spec.constraints.violations(costs, drop),
-                      seconds=time.perf_counter() - t0, samples=staged.seen)
+                      seconds=time.perf_counter() - t0, samples=staged.seen, stage_correct=staged.stage_correct)

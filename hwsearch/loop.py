@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 from hwsearch.errors import UserError
+from hwsearch.halving import Halving, stage_boundaries
 from hwsearch.progress import progress_bar
 from hwsearch.results import Candidate, Result, select_best
 from hwsearch.runners import Runner
@@ -29,8 +30,11 @@ log = logging.getLogger(__name__)
 class LoopOutcome:
     """What one strategy's loop produced: its own results (evaluation order) and whether interrupted."""
 
-    def __init__(self, results: list[Result], interrupted: bool, new_evaluations: int, fresh: int = 0) -> None:
+    def __init__(self, results: list[Result], interrupted: bool, new_evaluations: int, fresh: int = 0,
+                 halved: int = 0) -> None:
         self.results = results
+        #: candidates successive halving stopped (status ``halved``).
+        self.halved = halved
         self.interrupted = interrupted
         #: distinct candidates this strategy had evaluated (now or, on resume, before): shared-profile
         #: results it was told are not among them.
@@ -99,6 +103,10 @@ def run_strategy(setup: Any, strategy: Strategy, runner: Runner, *, study_name: 
     spent = 0  # told results outside the history: what the evaluation budget counts
     fresh = 0
     objective = problem.objective
+    halving = None
+    eta = float(getattr(setup, "halving_eta", 0.0) or 0.0)
+    if eta and objective == "accuracy" and strategy.halving:
+        halving = Halving(eta, stage_boundaries([int(y.numel()) for _, y in setup.spec.batches]))
 
     def record(res: Result) -> None:
         nonlocal spent
@@ -112,6 +120,8 @@ def run_strategy(setup: Any, strategy: Strategy, runner: Runner, *, study_name: 
             if res.candidate.key not in own:
                 own.add(res.candidate.key)
                 bar.update(1)
+                if halving is not None:
+                    halving.observe(res)
         best = select_best(results, objective)
         bar.set_postfix(best=f"{best.accuracy:.2f}" if best else "-", feasible=sum(r.feasible for r in results),
                         refresh=False)
@@ -131,7 +141,7 @@ def run_strategy(setup: Any, strategy: Strategy, runner: Runner, *, study_name: 
                 queue.append(cand)
                 if cand.key not in cache and cand.key not in submitted:
                     submitted.add(cand.key)
-                    runner.submit(cand)
+                    runner.submit(replace(cand, rungs=halving.bars()) if halving is not None else cand)
             if not queue:
                 break
             cand = queue.pop(0)
@@ -152,7 +162,7 @@ def run_strategy(setup: Any, strategy: Strategy, runner: Runner, *, study_name: 
         interrupted = True
     finally:
         bar.close()
-    return LoopOutcome(results, interrupted, len(own), fresh)
+    return LoopOutcome(results, interrupted, len(own), fresh, halving.halved if halving is not None else 0)
 
 
 def _plain(params: Mapping[str, Any]) -> dict[str, Any]:

@@ -30,11 +30,15 @@ class Candidate:
     """A point of the search space: variable name -> level index (0 = unpruned; omitted = 0).
 
     ``tag`` says why a strategy asked for it (``profile``, ``greedy``, ``tpe``, ...); it is recorded but
-    does not change the identity: the same levels are the same candidate, evaluated once.
+    does not change the identity: the same levels are the same candidate, evaluated once. ``rungs`` are
+    successive-halving bars set by the driver at submission (``(images seen, correct needed)``: the
+    evaluation stops as ``halved`` when a bar is missed); like the tag they do not change the identity,
+    and they are not stored.
     """
 
     levels: Mapping[str, int]
     tag: str = ""
+    rungs: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "levels", {k: int(v) for k, v in sorted(self.levels.items()) if int(v)})
@@ -98,8 +102,11 @@ class Result:
         candidate: what was evaluated.
         status: ``ok``; ``stopped`` (multi-fidelity early stop: the errors seen on the first ``samples``
             images already break the drop limit, so ``accuracy`` is the most it could have reached and
-            ``acc_drop`` the least drop: exact bounds, never estimates); or ``failed`` (the evaluation
-            raised or its worker died; ``error`` says why).
+            ``acc_drop`` the least drop: exact bounds, never estimates); ``halved`` (successive halving:
+            its top-1 on the first ``samples`` images was below the bar of that rung, so it was not
+            measured further; ``accuracy`` and ``acc_drop`` are the same exact bounds, but unlike a
+            stopped candidate it might have met the drop limit); or ``failed`` (the evaluation raised or
+            its worker died; ``error`` says why).
         accuracy: top-1 in percent on the evaluation split (None when failed; an upper bound when stopped).
         acc_drop: baseline accuracy minus ``accuracy``, percentage points (a lower bound when stopped).
         costs: analytic costs (:data:`COST_KEYS` at least; params and MACs are exact).
@@ -107,6 +114,8 @@ class Result:
         seconds: wall time of the evaluation.
         number: evaluation order within the run (set by the driver).
         samples: evaluation images the accuracy was measured on (fewer than the split when stopped).
+        stage_correct: cumulative correct predictions after each evaluated batch (successive halving
+            compares candidates on them).
     """
 
     candidate: Candidate
@@ -119,6 +128,7 @@ class Result:
     error: str = ""
     number: int = -1
     samples: int = 0
+    stage_correct: tuple[int, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -129,6 +139,15 @@ class Result:
         return self.status == "stopped"
 
     @property
+    def halved(self) -> bool:
+        return self.status == "halved"
+
+    @property
+    def partial(self) -> bool:
+        """Measured on part of the split (stopped or halved): ``accuracy`` is an upper bound."""
+        return self.status in ("stopped", "halved")
+
+    @property
     def feasible(self) -> bool:
         return self.ok and all(v <= 1e-12 for v in self.violations.values())
 
@@ -136,7 +155,7 @@ class Result:
         return {"candidate": self.candidate.to_dict(), "status": self.status, "accuracy": self.accuracy,
                 "acc_drop": self.acc_drop, "costs": dict(self.costs), "violations": dict(self.violations),
                 "seconds": self.seconds, "error": self.error, "number": self.number,
-                "samples": self.samples}
+                "samples": self.samples, "stage_correct": list(self.stage_correct)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Result:
@@ -144,7 +163,8 @@ class Result:
                    accuracy=data.get("accuracy"), acc_drop=data.get("acc_drop"), costs=dict(data.get("costs", {})),
                    violations=dict(data.get("violations", {})), seconds=float(data.get("seconds", 0.0)),
                    error=str(data.get("error", "")), number=int(data.get("number", -1)),
-                   samples=int(data.get("samples", 0)))
+                   samples=int(data.get("samples", 0)),
+                   stage_correct=tuple(int(c) for c in data.get("stage_correct", ())))
 
 
 def objective_value(result: Result, objective: str) -> float:

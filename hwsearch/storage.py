@@ -82,7 +82,7 @@ class ResultStore:
         params = {name: 0 for name in self._dists}
         params.update(result.candidate.levels)
         constraints = {k: (float(v) if math.isfinite(float(v)) else 1e30) for k, v in result.violations.items()}
-        state = TrialState.COMPLETE if result.ok else TrialState.PRUNED if result.stopped else TrialState.FAIL
+        state = TrialState.COMPLETE if result.ok else TrialState.PRUNED if result.partial else TrialState.FAIL
         trial = optuna.trial.create_trial(
             state=state,
             value=float(result.accuracy) if result.ok and result.accuracy is not None else None,
@@ -90,7 +90,7 @@ class ResultStore:
             user_attrs={"result": json.dumps(result.to_dict()), "key": result.candidate.key, "tag": result.candidate.tag,
                         **{k: float(v) for k, v in result.costs.items()}},
             intermediate_values={int(result.samples): float(result.accuracy)}
-            if result.stopped and result.accuracy is not None else None,
+            if result.partial and result.accuracy is not None else None,
             constraints=constraints,
         )
         self.study.add_trial(trial)

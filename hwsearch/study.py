@@ -100,6 +100,8 @@ class SearchSpec:
             the larger their drop), ``none``.
         bn_recalibrate: training batches for re-estimating each candidate's batch-norm statistics (0: off).
         early_stop: stop a candidate's evaluation once its drop limit is out of reach (exact bound).
+        halving: successive-halving factor eta (0: off; >= 2: at each stage of the eval split only the
+            top 1/eta of the candidates measured there go on; accuracy objective, sampling strategies).
     """
 
     strategy: str = "prioritized"
@@ -107,6 +109,7 @@ class SearchSpec:
     prior: str = "exclude"
     bn_recalibrate: int = 0
     early_stop: bool = True
+    halving: float = 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -194,6 +197,8 @@ def load_study(path: str | Path) -> Study:
     search = _build(SearchSpec, raw.get("search", {}), f"[search] of {path}")
     if search.prior not in PRIORS:
         raise StudyError(f"unknown prior '{search.prior}' in [search] of {path}; use one of {', '.join(PRIORS)}")
+    if not isinstance(search.halving, (int, float)) or not (search.halving == 0 or search.halving >= 2):
+        raise StudyError(f"halving in [search] of {path} must be 0 (off) or a factor >= 2, got {search.halving!r}")
     return Study(
         name=str(raw.get("name", path.stem)),
         model=raw["model"],

@@ -51,6 +51,17 @@ def _count(text: str) -> int:
     return value
 
 
+def _eta(text: str) -> float:
+    """0 (off) or a successive-halving factor >= 2."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 0 (off) or a number >= 2, got {text!r}") from None
+    if not math.isfinite(value) or not (value == 0 or value >= 2):
+        raise argparse.ArgumentTypeError(f"expected 0 (off) or a number >= 2, got {text!r}")
+    return value
+
+
 def add_search_options(p: argparse.ArgumentParser, *, budgets: bool = True) -> None:
     if budgets:
         p.add_argument("--budget-mb", type=_budget, default=None, metavar="X",
@@ -94,6 +105,11 @@ def add_search_options(p: argparse.ArgumentParser, *, budgets: bool = True) -> N
     p.add_argument("--no-early-stop", action="store_true",
                    help="measure every candidate on the whole eval split (default: stop once the drop limit is "
                         "out of reach, an exact bound)")
+    if budgets:  # a profile measures every candidate: halving is for searches
+        p.add_argument("--halving", type=_eta, default=None, metavar="ETA",
+                       help="successive halving for the sampling strategies (tpe, nsga2, random) when top-1 is the "
+                            "objective: at each stage of the eval split only the top 1/ETA of the candidates "
+                            "measured there go on (0: off; 3 is usual; default: the study's [search] halving, 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -126,4 +142,5 @@ def search_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The ``[search]`` overrides a command line gives (None: the study's)."""
     return {"bn_recalibrate": getattr(args, "bn_recalibrate", None), "prior": getattr(args, "prior", None),
             "objective": getattr(args, "objective", None),
-            "early_stop": False if getattr(args, "no_early_stop", False) else None}
+            "early_stop": False if getattr(args, "no_early_stop", False) else None,
+            "halving": getattr(args, "halving", None)}

@@ -84,6 +84,9 @@ class Strategy(abc.ABC):
     needs_sensitivity: ClassVar[bool] = False
     #: whether the strategy reads ``problem.importance`` (the driver computes it only then).
     needs_importance: ClassVar[bool] = False
+    #: whether successive halving may stop its candidates early (``halved`` results: an accuracy upper
+    #: bound only); procedures that act on each measured drop must not (:mod:`hwsearch.halving`).
+    halving: ClassVar[bool] = False
 
     def __init__(self, *, seed: int = 0) -> None:
         self.seed = seed

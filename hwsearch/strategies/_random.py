@@ -58,6 +58,8 @@ class RandomSearch(Strategy):
     3
     """
 
+    halving = True
+
     def __init__(self, *, n_trials: int | None = None, use_prior: bool = True, max_retries: int = 200,
                  seed: int = 0) -> None:
         self.n_trials = n_trials

@@ -107,6 +107,7 @@ class OptunaSearch(Strategy):
     """
 
     tag: ClassVar[str] = "optuna"
+    halving = True
     n_trials: int | None
     warm_start: Sequence[Candidate | Mapping[str, int]] | None
     use_prior: bool
@@ -285,11 +286,11 @@ class OptunaSearch(Strategy):
         cons = self._constraints(result)
         if result.ok and result.accuracy is not None:
             return TrialState.COMPLETE, self._values(result), cons, None, "ok"
-        if result.stopped and result.accuracy is not None:
+        if result.partial and result.accuracy is not None:  # stopped or halved: an accuracy upper bound
             values = self._values(result)
             if values is not None:
-                return TrialState.COMPLETE, values, cons, None, "stopped"
-            return TrialState.PRUNED, None, cons, (int(result.samples), float(result.accuracy)), "stopped"
+                return TrialState.COMPLETE, values, cons, None, result.status
+            return TrialState.PRUNED, None, cons, (int(result.samples), float(result.accuracy)), result.status
         return TrialState.FAIL, None, cons, None, "failed"
 
     def _finish(self, trial: Trial, told: _Told, *, duplicate: bool = False) -> None:
@@ -323,7 +324,7 @@ class OptunaSearch(Strategy):
         p = self.problem
         c = p.constraints
         out = {k: v / _limit(getattr(c, k)) for k, v in c.cost_violations(p.predict(result.candidate.levels)).items()}
-        if c.max_acc_drop is not None and result.acc_drop is not None and (result.ok or result.stopped):
+        if c.max_acc_drop is not None and result.acc_drop is not None and (result.ok or result.partial):
             out["acc_drop"] = (float(result.acc_drop) - float(c.max_acc_drop)) / _limit(c.max_acc_drop)
         return {k: _finite(v) for k, v in out.items()}
 
