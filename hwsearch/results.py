@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["Candidate", "Result", "Constraints", "candidate_key", "COST_KEYS", "OBJECTIVES", "select_best",
-           "objective_value"]
+           "rank_feasible", "objective_value"]
 
 #: Cost metrics every Result carries (analytic, exact for params and MACs).
 COST_KEYS: tuple[str, ...] = ("params", "param_mb", "macs_g", "act_mb")
@@ -174,19 +174,23 @@ def objective_value(result: Result, objective: str) -> float:
     return -float(result.costs.get(objective, math.inf))
 
 
-def select_best(results: Iterable[Result], objective: str = "accuracy") -> Result | None:
-    """The best feasible result: the highest top-1 (``accuracy``) or the smallest cost ``objective``.
+def rank_feasible(results: Iterable[Result], objective: str = "accuracy") -> list[Result]:
+    """The feasible results, best first: the highest top-1 (``accuracy``) or the smallest cost ``objective``.
 
     Ties: for ``accuracy`` the smaller parameter memory, for a cost the higher top-1; then the earlier
     result. This is the one rule every strategy, the driver and the reports use.
     """
-    best: Result | None = None
-    best_key: tuple[float, float] | None = None
-    for r in results:
+    keyed = []
+    for i, r in enumerate(results):
         if not r.feasible or r.accuracy is None:
             continue
         second = -float(r.costs.get("param_mb", 0.0)) if objective == "accuracy" else float(r.accuracy)
-        key = (objective_value(r, objective), second)
-        if best_key is None or key > best_key:
-            best, best_key = r, key
-    return best
+        keyed.append(((-objective_value(r, objective), -second, i), r))
+    keyed.sort(key=lambda t: t[0])
+    return [r for _, r in keyed]
+
+
+def select_best(results: Iterable[Result], objective: str = "accuracy") -> Result | None:
+    """The best feasible result under ``objective`` (:func:`rank_feasible`'s first; None if none)."""
+    ranked = rank_feasible(results, objective)
+    return ranked[0] if ranked else None

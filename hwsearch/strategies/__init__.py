@@ -17,5 +17,6 @@ from hwsearch.strategies._prioritized import PrioritizedGreedy  # noqa: E402  (r
 from hwsearch.strategies._psvit import PSViTSensitivity  # noqa: E402  (registers "sensitivity")
 from hwsearch.strategies._knapsack import KnapsackMILP, solve_milp  # noqa: E402  (registers "knapsack")
 from hwsearch.strategies._analytic import AnalyticScan  # noqa: E402  (registers "analytic")
+from hwsearch.strategies._local import LocalSearch  # noqa: E402  (registers "local")
 
-__all__ += ["AnalyticScan", "KnapsackMILP", "PSViTSensitivity", "PrioritizedGreedy", "solve_milp"]
+__all__ += ["AnalyticScan", "KnapsackMILP", "LocalSearch", "PSViTSensitivity", "PrioritizedGreedy", "solve_milp"]
