@@ -14,7 +14,7 @@ from hwsearch.commands._search_options import (
     search_settings,
 )
 
-DEFAULT = "prioritized,sensitivity,knapsack,analytic,tpe,nsga2,random"
+DEFAULT = "prioritized,sensitivity,knapsack,analytic,local,tpe,nsga2,random"
 
 
 def _add(p: argparse.ArgumentParser) -> None:
