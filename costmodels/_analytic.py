@@ -27,7 +27,7 @@ from hwsearch.pruning import Group, PlanError, PruningPlan
 from hwsearch.pruning._groups import DepthGroup
 from search_spaces import ModelConfig, get_config
 
-__all__ = ["AnalyticCostModel", "CompiledCost", "analytic_cost", "plan_widths", "conventions_for"]
+__all__ = ["AnalyticCostModel", "CompiledCost", "analytic_cost", "plan_widths", "widths_of_plan", "conventions_for"]
 
 _EMPTY: dict[str, int] = {}
 _TOTALS = ("params", "live_params", "macs", "attention_macs", "nonspike_macs", "act_elements")
@@ -45,6 +45,27 @@ def plan_widths(groups: Sequence[Group] | None, plan: PruningPlan) -> dict[str, 
     depth = {g.name for g in groups if isinstance(g, DepthGroup)}
     return {k: v if (k in depth and isinstance(v, tuple)) else (v if isinstance(v, int) else len(v))
             for k, v in plan.keep.items()}
+
+
+def widths_of_plan(plan: PruningPlan, compiled: CompiledCost) -> dict[str, int | tuple[int, ...]]:
+    """The widths a plan fixes for the cost model, refusing a depth count that leaves the cost open.
+
+    A depth group (blocks, branches) given as a count is resolved by the plan's criterion on the model's
+    weights when the plan is applied, so which blocks or branches go is not known here: the cost differs
+    when the candidates differ (branches, or blocks whose widths the plan prunes). Such a plan must carry
+    the kept indices (:func:`hwsearch.pruning.resolve_plan`, or ``pruned.hwsearch_plan``).
+    """
+    widths = dict(plan.keep)
+    full = compiled.group_widths()
+    depth = {g for g, (kind, *_rest) in compiled._slots.items() if kind != "channel"}
+    pruned_channels = any(g not in depth and (v if isinstance(v, int) else len(v)) < full.get(g, 0)
+                          for g, v in widths.items())
+    for g, v in widths.items():
+        if g in depth and isinstance(v, int) and 0 < v < full[g] and (g == "branches" or pruned_channels):
+            raise PlanError(f"plan keeps {v} of {full[g]} '{g}' units as a count: which ones the criterion keeps "
+                            "decides the cost; pass the plan with exact indices (hwsearch.pruning.resolve_plan(model, "
+                            "plan), or the pruned model's hwsearch_plan)")
+    return widths
 
 
 def conventions_for(family: str, layout: str, *, spike_bits: int, dtype: str) -> dict[str, str]:
@@ -302,17 +323,29 @@ class AnalyticCostModel(ParamsMixin):
                 firing_rates=self.firing_rates)
         return compiled
 
-    def cost(self, config: str | ModelConfig, widths: Widths | None = None, *,
+    def cost(self, config: str | ModelConfig | PruningPlan, widths: Widths | PruningPlan | None = None, *,
              model_kwargs: Mapping[str, Any] | None = None, per_layer: bool = True,
              firing_rates: Mapping[str, float] | None = None) -> Cost:
-        """Cost of ``config`` pruned to ``widths``; ``firing_rates`` overrides the constructor's."""
+        """Cost of ``config`` pruned to ``widths``; ``firing_rates`` overrides the constructor's.
+
+        ``cost(plan)`` (or ``cost(config, plan)``) takes a :class:`~hwsearch.pruning.PruningPlan`: the
+        configuration and overrides come from the plan, and a depth group the plan keeps as a count that
+        leaves the cost open is refused (:func:`widths_of_plan`); its numbers equal the model that
+        ``prune(model, plan)`` returns. A widths mapping gives counts (a depth count keeps the first units).
+        """
+        if isinstance(config, PruningPlan):
+            config, widths = config.model, config
+        if isinstance(widths, PruningPlan):
+            model_kwargs = {**dict(widths.model_kwargs), **dict(model_kwargs or {})} or None
         compiled = self.compile(config, model_kwargs)
         if firing_rates is not None:
             compiled = compiled.with_rates(firing_rates)
+        if isinstance(widths, PruningPlan):
+            widths = widths_of_plan(widths, compiled)
         return compiled.cost(widths, per_layer=per_layer)
 
 
-def analytic_cost(config_name: str | ModelConfig, widths: Widths | None = None, *,
+def analytic_cost(config_name: str | ModelConfig | PruningPlan, widths: Widths | PruningPlan | None = None, *,
                   model_kwargs: Mapping[str, Any] | None = None, dtype: str = "fp32",
                   firing_rates: Mapping[str, float] | None = None) -> Cost:
     """One-off analytic cost with per-layer rows (compile + evaluate; use a CompiledCost in loops).

@@ -61,7 +61,11 @@ class PruningPlan:
         return all(isinstance(v, tuple) for v in self.keep.values())
 
     def counts(self) -> dict[str, int]:
-        """Group -> number of units kept, for the groups this plan names."""
+        """Group -> number of units kept, for the groups this plan names.
+
+        For reports. A cost model needs to know *which* blocks or branches a depth group keeps: give it
+        the plan itself (``AnalyticCostModel().cost(plan)``), resolved to indices when it prunes depth.
+        """
         return {k: v if isinstance(v, int) else len(v) for k, v in self.keep.items()}
 
     def to_dict(self) -> dict[str, Any]:

@@ -318,3 +318,60 @@ def test_batch_is_vectorised_and_exact() -> None:
     assert batch["weight_bytes"].tolist() == [c.weight_bytes for c in expected]
     assert batch["activation_bytes"].tolist() == [c.activation_bytes for c in expected]
     assert batch["macs"].dtype == np.int64 and math.isclose(batch["macs"].max(), max(c.macs for c in expected))
+
+
+def _random_counts(groups: list, data: st.DataObject) -> dict[str, int]:
+    """A plan as a user writes it: counts for channel and depth groups alike."""
+    keep: dict[str, int] = {}
+    for g in groups:
+        if not data.draw(st.booleans()):
+            continue
+        if isinstance(g, ChannelGroup):
+            keep[g.name] = data.draw(st.sampled_from(g.allowed_counts()))
+        else:
+            keep[g.name] = data.draw(st.integers(max(g.min_width, 1) if g.kind == "blocks" else g.min_width, g.width))
+    return keep
+
+
+@pytest.mark.parametrize("name", FULL)
+@given(data=st.data())
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_every_public_cost_entry_equals_the_pruned_model(name: str, data: st.DataObject) -> None:
+    """``cost(plan)``, ``cost(config, plan)``, ``analytic_cost(plan)`` and the compiled path agree with the
+    pruned model; a plan whose depth counts leave the cost open is refused instead of guessed."""
+    from hwsearch.pruning import resolve_plan
+
+    model = _meta_model(name)
+    groups = groups_of(model)
+    plan = PruningPlan(model=name, keep=_random_counts(groups, data), criterion="random",
+                       seed=data.draw(st.integers(0, 9)))
+    pruned = prune(model, plan, groups)
+    params = sum(p.numel() for p in pruned.parameters())
+    exact = resolve_plan(model, plan, groups)
+    assert exact.keep == pruned.hwsearch_plan.keep
+    m = AnalyticCostModel()
+    reference = m.compile(name).cost(plan_widths(groups, exact), per_layer=False)
+    for cost in (m.cost(exact), m.cost(name, exact), analytic_cost(exact), m.cost(pruned.hwsearch_plan, per_layer=False)):
+        assert cost.params == params
+        assert (cost.macs, cost.act_elements) == (reference.macs, reference.act_elements)
+    by_name = {g.name: g for g in groups}
+    channels_pruned = any(v < by_name[k].width for k, v in plan.keep.items() if isinstance(by_name[k], ChannelGroup))
+    open_depth = [k for k, v in plan.keep.items() if not isinstance(by_name[k], ChannelGroup)
+                  and 0 < v < by_name[k].width and (k == "branches" or channels_pruned)]
+    if open_depth:
+        with pytest.raises(PlanError, match="as a count: which ones the criterion keeps decides the cost"):
+            m.cost(plan)
+    else:
+        assert m.cost(plan).params == params
+
+
+def test_a_depth_count_with_pruned_widths_is_refused_not_guessed() -> None:
+    """The call the README once documented, ``cost(name, plan.counts())``, assumed the first blocks are
+    kept; the criterion may keep others, whose widths the plan prunes differently."""
+    name = "spikformer-cifar10-4-384"
+    model = _meta_model(name)
+    plan = PruningPlan(model=name, keep={"block": 3, "block.3.mlp.hidden": 96}, criterion="random", seed=1)
+    pruned = prune(model, plan)
+    with pytest.raises(PlanError, match="keeps 3 of 4 'block' units as a count"):
+        AnalyticCostModel().cost(plan)
+    assert AnalyticCostModel().cost(pruned.hwsearch_plan).params == sum(p.numel() for p in pruned.parameters())
