@@ -114,7 +114,46 @@ def write_outputs(setup: Any, res: Any) -> None:
         from hwsearch.pruning import save_pruned
 
         save_pruned(res.best_model, out / "best")
-        summary = {"accuracy_eval": res.best.accuracy, "accuracy_confirm": res.best_confirm_accuracy,
-                   "accuracy_test": res.best_test_accuracy, **res.best.costs}
+        summary = {"key": res.best.candidate.key, "accuracy_eval": res.best.accuracy,
+                   "accuracy_confirm": res.best_confirm_accuracy, "accuracy_test": res.best_test_accuracy,
+                   **res.best.costs}
         atomic_write_text(out / "best" / "summary.json", json.dumps(summary, indent=1) + "\n")
     atomic_write_text(out / "report.md", report_markdown(setup, res))
+
+
+FINETUNE_HEADING = "## Fine-tuning"
+
+
+def append_finetune_section(run_dir: Path, res: Any) -> None:
+    """Add (or replace) the with/without fine-tuning table in ``report.md`` and the fine-tuned columns of
+    the answer's row in ``pareto.csv`` (``res``: a :class:`~hwsearch.finetune.FinetuneResult`)."""
+    import pandas as pd
+
+    report = run_dir / "report.md"
+    text = report.read_text()
+    if FINETUNE_HEADING in text:
+        text = text[: text.index(FINETUNE_HEADING)].rstrip() + "\n"
+    rows = [("eval", res.eval_before, res.eval_after), ("confirm", res.confirm_before, res.confirm_after),
+            ("test", res.test_before, res.test_after)]
+    lines = [FINETUNE_HEADING, "",
+             f"`{res.out_dir}`: {res.epochs} epochs of {'distillation from the unpruned model' if res.loss == 'kd' else 'cross-entropy'} "
+             f"(lr {res.lr:g}" + (f", T {res.temperature:g}, alpha {res.alpha:g}" if res.loss == "kd" else "")
+             + f", seed {res.seed}), epoch {res.best_epoch} kept (best on the eval split; 0 = as pruned), "
+             f"{res.seconds:.1f} s.", "",
+             "| split | top-1 without fine-tuning | top-1 with fine-tuning |", "| --- | ---: | ---: |"]
+    lines += [f"| {name} | {before:.2f} % | {after:.2f} % |" for name, before, after in rows if before is not None]
+    atomic_write_text(report, text.rstrip() + "\n\n" + "\n".join(lines) + "\n")
+    pareto = run_dir / "pareto.csv"
+    summary = run_dir / "best" / "summary.json"
+    if pareto.is_file() and summary.is_file():
+        frame = pd.read_csv(pareto)
+        key = json.loads(summary.read_text()).get("key")
+        for col in ("finetuned_eval_accuracy", "finetuned_confirm_accuracy", "finetuned_test_accuracy"):
+            if col not in frame.columns:
+                frame[col] = None
+        if key is not None and "key" in frame.columns:
+            row = frame["key"].astype(str) == str(key)
+            frame.loc[row, "finetuned_eval_accuracy"] = res.eval_after
+            frame.loc[row, "finetuned_confirm_accuracy"] = res.confirm_after
+            frame.loc[row, "finetuned_test_accuracy"] = res.test_after
+        atomic_write_text(pareto, frame.to_csv(index=False))

@@ -8,6 +8,7 @@ from hwsearch.commands.compare import COMPARE
 from hwsearch.commands.cost import COST
 from hwsearch.commands.criteria import CRITERIA_COMMAND
 from hwsearch.commands.evaluate import EVALUATE
+from hwsearch.commands.finetune import FINETUNE
 from hwsearch.commands.groups import GROUPS
 from hwsearch.commands.models import MODELS_COMMAND
 from hwsearch.commands.prune import PRUNE
@@ -16,6 +17,6 @@ from hwsearch.commands.sensitivity import SENSITIVITY
 from hwsearch.commands.strategies import STRATEGIES_COMMAND
 from hwsearch.commands.train import TRAIN
 
-COMMANDS: tuple[Command, ...] = (RUN, COMPARE, SENSITIVITY, MODELS_COMMAND, EVALUATE, TRAIN, GROUPS, PRUNE, COST, STRATEGIES_COMMAND, COSTMODELS_COMMAND, CRITERIA_COMMAND)
+COMMANDS: tuple[Command, ...] = (RUN, COMPARE, SENSITIVITY, MODELS_COMMAND, EVALUATE, TRAIN, FINETUNE, GROUPS, PRUNE, COST, STRATEGIES_COMMAND, COSTMODELS_COMMAND, CRITERIA_COMMAND)
 
 __all__ = ["COMMANDS", "Command"]

@@ -1,0 +1,89 @@
+"""``hwsearch finetune RUN_DIR``: recovery fine-tuning of a run's pruned model, with distillation."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from hwsearch.commands._base import Command, add_study_argument, study_from_args
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+def _add(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR",
+                   help="a run directory of `hwsearch run` (its best/ model is fine-tuned), or a pruned-model folder")
+    add_study_argument(p)
+    p.add_argument("--epochs", type=_positive_int, default=3, help="training epochs (default 3)")
+    p.add_argument("--loss", choices=["kd", "ce"], default="kd",
+                   help="kd: distillation from the unpruned model plus cross-entropy (default); ce: cross-entropy")
+    p.add_argument("--lr", type=_positive_float, default=None,
+                   help="AdamW learning rate, cosine schedule (default: a quarter of the study's [train] lr)")
+    p.add_argument("--temperature", type=_positive_float, default=4.0, help="distillation temperature (default 4)")
+    p.add_argument("--alpha", type=_fraction, default=0.5, help="weight of the distillation term, 0-1 (default 0.5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the shuffling and augmentation (default 0)")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="output folder (default: RUN_DIR/best-finetuned, next to best/)")
+    p.add_argument("--resume", action="store_true", help="continue a fine-tuning run stopped in --out")
+    p.add_argument("--train-limit", type=_positive_int, default=None, metavar="N",
+                   help="train on the first N samples of the training split only (quick checks)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from hwsearch.errors import UserError
+    from hwsearch.report import append_finetune_section
+
+    run_dir: Path = args.run_dir
+    model_dir = run_dir / "best" if (run_dir / "best").is_dir() else run_dir
+    if not (model_dir / "architecture.json").is_file():
+        raise UserError(f"no pruned model in {run_dir}: expected {run_dir}/best/ (written by `hwsearch run`) or a "
+                        "folder written by `hwsearch prune`")
+    study = study_from_args(args)
+    from hwsearch.finetune import finetune
+
+    _, res = finetune(study, model_dir, epochs=args.epochs, loss=args.loss, lr=args.lr, temperature=args.temperature,
+                      alpha=args.alpha, seed=args.seed, out=args.out, resume=args.resume,
+                      train_limit=args.train_limit, progress=not args.quiet)
+    if (run_dir / "report.md").is_file() and model_dir == run_dir / "best":
+        append_finetune_section(run_dir, res)
+    rows = [("eval", res.eval_before, res.eval_after), ("test", res.test_before, res.test_after)]
+    if res.confirm_before is not None:
+        rows.insert(1, ("confirm", res.confirm_before, res.confirm_after))
+    print(f"fine-tuned     {res.out_dir} ({res.loss}, {res.epochs} epochs, kept epoch {res.best_epoch}, {res.seconds:.1f} s)")
+    for name, before, after in rows:
+        print(f"top-1 {name:<8} {before:.2f} % -> {after:.2f} %")
+    return 0
+
+
+FINETUNE = Command(name="finetune", help="fine-tune a run's pruned model (knowledge distillation from the unpruned one)",
+                   add_arguments=_add, run=_run)

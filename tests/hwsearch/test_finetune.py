@@ -1,0 +1,93 @@
+"""Recovery fine-tuning: deterministic for a seed, resumable after SIGKILL, with/without columns in the report."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+import hwsearch
+from hwsearch.cli import main
+from hwsearch.finetune import STATE_FILE, SUMMARY_FILE, distillation_loss
+from hwsearch.pruning import PruningPlan, load_pruned, prune, save_pruned
+
+QUICK = dict(rates=(0.25, 0.5), eval_subset=60, progress=False, confirm_top=1)
+
+
+@pytest.fixture(scope="module")
+def pruned_dir(quick_study_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model = hwsearch.load_model(hwsearch.load_study(quick_study_path).checkpoint).model
+    plan = PruningPlan(model="spikformer-digits-2-64", keep={"block.0.mlp.hidden": 32, "block.1.mlp.hidden": 32,
+                                                              "block.0.attn.v": 16})
+    return save_pruned(prune(model, plan), tmp_path_factory.mktemp("pruned") / "best")
+
+
+def _finetune(args: list[str]) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "hwsearch.cli", "finetune", *args, "--quiet"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_distillation_loss_is_cross_entropy_at_alpha_zero_and_zero_on_the_teacher() -> None:
+    logits, y = torch.randn(6, 10), torch.randint(0, 10, (6,))
+    assert torch.allclose(distillation_loss(logits, logits + 3.0, y, temperature=4.0, alpha=0.0),
+                          torch.nn.functional.cross_entropy(logits, y))
+    assert float(distillation_loss(logits, logits, y, temperature=2.0, alpha=1.0)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_deterministic_and_resumable_after_sigkill(quick_study_path: Path, pruned_dir: Path, tmp_path: Path) -> None:
+    common = [str(pruned_dir), "--study", str(quick_study_path), "--epochs", "4", "--train-limit", "96"]
+    whole = _finetune([*common, "--out", str(tmp_path / "whole")])
+    killed = _finetune([*common, "--out", str(tmp_path / "killed")])
+    state = tmp_path / "killed" / STATE_FILE
+    deadline = time.monotonic() + 240
+    while not state.exists() and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert state.exists(), killed.stderr.read().decode()[-2000:] if killed.stderr else ""
+    assert torch.load(state, weights_only=True)["epoch"] < 4  # killed mid-run
+    assert not (tmp_path / "killed" / "model.pth").exists()
+    resumed = _finetune([*common, "--out", str(tmp_path / "killed"), "--resume"])
+    for proc in (whole, resumed):
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err.decode()[-2000:]
+    a, b = load_pruned(tmp_path / "whole"), load_pruned(tmp_path / "killed")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    summary = (tmp_path / "whole" / SUMMARY_FILE).read_text()
+    assert '"eval_after"' in summary and '"best_epoch"' in summary
+
+
+def test_run_then_finetune_adds_the_with_and_without_columns(quick_study_path: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    res = hwsearch.search(quick_study_path, strategy="prioritized", out=run, constraints={"param_mb": 0.5}, **QUICK)
+    assert res.best is not None
+    code = main(["finetune", str(run), "--study", str(quick_study_path), "--epochs", "1", "--train-limit", "64",
+                 "--quiet"])
+    assert code == 0
+    report = (run / "report.md").read_text()
+    assert "## Fine-tuning" in report and "| test |" in report and "top-1 with fine-tuning" in report
+    pareto = pd.read_csv(run / "pareto.csv")
+    row = pareto[pareto["key"].astype(str) == res.best.candidate.key]
+    assert len(row) == 1 and pd.notna(row["finetuned_test_accuracy"].iloc[0])
+    assert load_pruned(run / "best-finetuned") is not None
+    assert main(["finetune", str(run), "--study", str(quick_study_path), "--epochs", "1", "--quiet"]) == 2  # exists
+
+
+@pytest.mark.parametrize("args", [["--epochs", "0"], ["--alpha", "2"], ["--loss", "mse"], ["--temperature", "-1"]])
+def test_bad_options_exit_2(args: list[str], pruned_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["finetune", str(pruned_dir), *args])
+    assert e.value.code == 2 and "error:" in capsys.readouterr().err
+
+
+def test_missing_model_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["finetune", str(tmp_path)]) == 2
+    assert "no pruned model in" in capsys.readouterr().err
