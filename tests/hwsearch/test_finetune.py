@@ -18,12 +18,26 @@ from hwsearch.cli import main
 from hwsearch.finetune import STATE_FILE, SUMMARY_FILE, distillation_loss
 from hwsearch.pruning import PruningPlan, load_pruned, prune, save_pruned
 
-QUICK = dict(rates=(0.25, 0.5), eval_subset=60, progress=False, confirm_top=1)
+QUICK = dict(rates=(0.25, 0.5), progress=False, confirm_top=1)
 
 
 @pytest.fixture(scope="module")
-def pruned_dir(quick_study_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    model = hwsearch.load_model(hwsearch.load_study(quick_study_path).checkpoint).model
+def tiny_study(quick_study_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The quick study with small eval / confirm / test slices: each fine-tuning epoch ends in an eval."""
+    text = quick_study_path.read_text()
+    for old, new in [('eval_split = "val[:240]"', 'eval_split = "val[:60]"'),
+                     ('confirm_split = "val[240:300]"', 'confirm_split = "val[240:270]"'),
+                     ('test_split = "test[:60]"', 'test_split = "test[:30]"')]:
+        assert old in text
+        text = text.replace(old, new)
+    path = tmp_path_factory.mktemp("tiny-study") / "demo-tiny.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def pruned_dir(tiny_study: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model = hwsearch.load_model(hwsearch.load_study(tiny_study).checkpoint).model
     plan = PruningPlan(model="spikformer-digits-2-64", keep={"block.0.mlp.hidden": 32, "block.1.mlp.hidden": 32,
                                                               "block.0.attn.v": 16})
     return save_pruned(prune(model, plan), tmp_path_factory.mktemp("pruned") / "best")
@@ -42,8 +56,8 @@ def test_distillation_loss_is_cross_entropy_at_alpha_zero_and_zero_on_the_teache
     assert float(distillation_loss(logits, logits, y, temperature=2.0, alpha=1.0)) == pytest.approx(0.0, abs=1e-6)
 
 
-def test_deterministic_and_resumable_after_sigkill(quick_study_path: Path, pruned_dir: Path, tmp_path: Path) -> None:
-    common = [str(pruned_dir), "--study", str(quick_study_path), "--epochs", "4", "--train-limit", "96"]
+def test_deterministic_and_resumable_after_sigkill(tiny_study: Path, pruned_dir: Path, tmp_path: Path) -> None:
+    common = [str(pruned_dir), "--study", str(tiny_study), "--epochs", "3", "--train-limit", "32"]
     whole = _finetune([*common, "--out", str(tmp_path / "whole")])
     killed = _finetune([*common, "--out", str(tmp_path / "killed")])
     state = tmp_path / "killed" / STATE_FILE
@@ -53,7 +67,7 @@ def test_deterministic_and_resumable_after_sigkill(quick_study_path: Path, prune
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     assert state.exists(), killed.stderr.read().decode()[-2000:] if killed.stderr else ""
-    assert torch.load(state, weights_only=True)["epoch"] < 4  # killed mid-run
+    assert torch.load(state, weights_only=True)["epoch"] < 3  # killed mid-run
     assert not (tmp_path / "killed" / "model.pth").exists()
     resumed = _finetune([*common, "--out", str(tmp_path / "killed"), "--resume"])
     for proc in (whole, resumed):
@@ -65,11 +79,11 @@ def test_deterministic_and_resumable_after_sigkill(quick_study_path: Path, prune
     assert '"eval_after"' in summary and '"best_epoch"' in summary
 
 
-def test_run_then_finetune_adds_the_with_and_without_columns(quick_study_path: Path, tmp_path: Path) -> None:
+def test_run_then_finetune_adds_the_with_and_without_columns(tiny_study: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    res = hwsearch.search(quick_study_path, strategy="prioritized", out=run, constraints={"param_mb": 0.5}, **QUICK)
+    res = hwsearch.search(tiny_study, strategy="prioritized", out=run, constraints={"param_mb": 0.5}, **QUICK)
     assert res.best is not None
-    code = main(["finetune", str(run), "--study", str(quick_study_path), "--epochs", "1", "--train-limit", "64",
+    code = main(["finetune", str(run), "--study", str(tiny_study), "--epochs", "1", "--train-limit", "32",
                  "--quiet"])
     assert code == 0
     report = (run / "report.md").read_text()
@@ -78,7 +92,7 @@ def test_run_then_finetune_adds_the_with_and_without_columns(quick_study_path: P
     row = pareto[pareto["key"].astype(str) == res.best.candidate.key]
     assert len(row) == 1 and pd.notna(row["finetuned_test_accuracy"].iloc[0])
     assert load_pruned(run / "best-finetuned") is not None
-    assert main(["finetune", str(run), "--study", str(quick_study_path), "--epochs", "1", "--quiet"]) == 2  # exists
+    assert main(["finetune", str(run), "--study", str(tiny_study), "--epochs", "1", "--quiet"]) == 2  # exists
 
 
 @pytest.mark.parametrize("args", [["--epochs", "0"], ["--alpha", "2"], ["--loss", "mse"], ["--temperature", "-1"]])
