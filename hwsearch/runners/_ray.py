@@ -199,6 +199,12 @@ class RayRunner(Runner):
             self._results[number] = Result(candidate=candidate, status="failed", error=why)
 
     def close(self) -> None:
+        from hwsearch import interrupts
+
+        with interrupts.deferred():  # a second Ctrl-C must not leave Ray processes behind
+            self._close()
+
+    def _close(self) -> None:
         import ray
 
         if self._actors or self._running or self._probing:

@@ -131,6 +131,16 @@ def check_workers(workers: int, address: str | None) -> ClusterInfo | None:
 
 
 def start_ray(workers: int, address: str | None) -> bool:
+    """See :func:`_start_ray`; afterwards SIGINT / SIGTERM are hwsearch's again (``ray.init`` replaces them)."""
+    from hwsearch import interrupts
+
+    try:
+        return _start_ray(workers, address)
+    finally:
+        interrupts.reinstall()
+
+
+def _start_ray(workers: int, address: str | None) -> bool:
     """Join ``address`` or start a private local instance; True when this call initialised Ray here.
 
     ``ray.shutdown()`` then stops a private instance (every process it started) or only disconnects from a
