@@ -11,10 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import torch.nn as nn
+from typing import TYPE_CHECKING
 
 from hwsearch.errors import UserError
-from hwsearch.pruning import ChannelGroup, PruningPlan, groups_of
+
+if TYPE_CHECKING:  # torch loads only when a space is built, so the CLI parses arguments without it
+    import torch.nn as nn
+
+    from hwsearch.pruning import PruningPlan
 
 __all__ = ["Variable", "SearchSpace", "DEFAULT_RATES", "DEFAULT_AXES", "ALL_AXES"]
 
@@ -84,6 +88,8 @@ class SearchSpace:
         grid = sorted({0.0, *(float(r) for r in rates)})
         params = {id(p) for p in model.parameters()}
         variables = []
+        from hwsearch.pruning import ChannelGroup, groups_of
+
         for order, g in enumerate(groups_of(model)):
             if not isinstance(g, ChannelGroup) or g.kind not in axes:
                 continue
@@ -125,6 +131,8 @@ class SearchSpace:
 
     def plan(self, levels: Mapping[str, int]) -> PruningPlan:
         """The pruning plan of a candidate (counts; ranked by :attr:`criterion` when applied)."""
+        from hwsearch.pruning import PruningPlan
+
         for name, lv in levels.items():
             var = self._by_name.get(name)
             if var is None:
