@@ -61,7 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print("interrupted before any evaluation finished; nothing to keep", file=sys.stderr)
+        print("interrupted (every finished evaluation is in the run's Optuna storage; rerun with --resume to "
+              "continue)", file=sys.stderr)
         return interrupts.exit_code()
 
 

@@ -283,6 +283,7 @@ def _confirm(setup: SearchSetup, results: Sequence[Result], best: Result | None)
     front = pareto_front(results)
     front.sort(key=lambda r: -objective_value(r, setup.objective))
     chosen = ([best] if best is not None else []) + [r for r in front if best is None or r.candidate.key != best.candidate.key]
+    log.info("re-measuring %d candidate(s) on the confirmation and test splits", len(chosen[: setup.confirm_top]))
     out = []
     for r in chosen[: setup.confirm_top]:
         model = setup.local.pruned_model(r.candidate)
@@ -331,6 +332,7 @@ def finish(setup: SearchSetup, *, strategy: str, results: list[Result], best: Re
                        profile_source=profile.source if profile is not None else "",
                        profile_seconds=profile.seconds if profile is not None else 0.0)
     if write:
+        log.info("writing the outputs to %s", res.run_dir)
         with interrupts.deferred():
             write_outputs(replace(setup, run_dir=res.run_dir), res)
             if interrupts.pending() is not None and not res.interrupted:

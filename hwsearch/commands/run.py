@@ -69,10 +69,10 @@ def _run(args: argparse.Namespace) -> int:
     from hwsearch.runners import check_workers
     from hwsearch.strategies import STRATEGIES
 
+    check_workers(args.workers, args.ray_address)  # a trial join of --ray-address too, before any model is loaded
     study = study_from_args(args)
     strategy = args.strategy or study.search.strategy
     STRATEGIES.get(strategy)  # unknown names fail before any work
-    check_workers(args.workers, args.ray_address)  # and joins the cluster once, before any model is loaded
     out = args.out if args.out is not None else Path("runs") / f"{study.name}-{strategy}"
     setup = prepare(study, constraints=constraints_from_args(args), axes=axes_from_args(args), rates=rates_from_args(args),
                     criterion=args.criterion, eval_subset=args.eval_subset, run_dir=out, storage=args.storage,
