@@ -195,9 +195,7 @@ def _busiest(pids: list[int]) -> int:
 
 @pytest.mark.parametrize(("argv", "needle"), [
     (["--ray-address", "127.0.0.1:1"], "cannot join the Ray cluster at 127.0.0.1:1: nothing is listening there"),
-    (["--ray-address", "nonsense"], "is not HOST:PORT"),
     (["--workers", "1000"], "--workers 1000 exceeds the"),
-    (["--workers", "0"], "--workers must be at least 1"),
 ])
 def test_bad_ray_options_fail_at_once_with_one_line(argv: list[str], needle: str, tmp_path: Path) -> None:
     t0 = time.perf_counter()
@@ -206,6 +204,17 @@ def test_bad_ray_options_fail_at_once_with_one_line(argv: list[str], needle: str
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and needle in proc.stderr, proc.stderr
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
     assert time.perf_counter() - t0 < 15 and not (tmp_path / "x").exists()  # before any model was loaded
+
+
+def test_ray_options_checked_in_process() -> None:
+    from hwsearch.errors import UserError
+    from hwsearch.runners import check_workers
+
+    with pytest.raises(UserError, match="is not HOST:PORT"):
+        check_workers(2, "nonsense")
+    with pytest.raises(UserError, match="--workers must be at least 1, got 0"):
+        check_workers(0, None)
+    assert check_workers(1, None) is None
 
 
 def test_help_loads_no_torch_and_takes_little_cpu() -> None:
