@@ -17,6 +17,7 @@ import datetime
 import json
 import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,9 @@ class ResultStore:
         self.study = optuna.create_study(storage=storage, study_name=study_name, load_if_exists=True,
                                          direction="maximize")
         if not self.study.metric_names:
-            self.study.set_metric_names([METRIC_NAME])
+            with warnings.catch_warnings():  # experimental in Optuna 5 (stable since 3.2 in practice)
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self.study.set_metric_names([METRIC_NAME])
         self._rates = {v.name: _rounded(v.rates) for v in space.variables}
         self._dists = {param_name(name): CategoricalDistribution(rates) for name, rates in self._rates.items()}
         if meta:
