@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-__all__ = ["Interrupted", "install", "reinstall", "deferred", "pending", "exit_code", "received"]
+__all__ = ["Interrupted", "deferred", "exit_code", "install", "pending", "received", "reinstall"]
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-
 from typing import TYPE_CHECKING
 
 from hwsearch.errors import UserError
@@ -20,7 +19,7 @@ if TYPE_CHECKING:  # torch loads only when a space is built, so the CLI parses a
 
     from hwsearch.pruning import PruningPlan
 
-__all__ = ["Variable", "SearchSpace", "DEFAULT_RATES", "DEFAULT_AXES", "ALL_AXES"]
+__all__ = ["ALL_AXES", "DEFAULT_AXES", "DEFAULT_RATES", "SearchSpace", "Variable"]
 
 DEFAULT_RATES: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 #: Group kinds searched by default: the free (non-residual) groups, as PrimeSVT and PSViT prune.

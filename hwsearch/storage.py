@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.distributions import CategoricalDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import TrialState
 
 from hwsearch.errors import UserError
@@ -74,7 +74,7 @@ class ResultStore:
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 self.study.set_metric_names([METRIC_NAME])
         self._rates = {v.name: _rounded(v.rates) for v in space.variables}
-        self._dists = {param_name(name): CategoricalDistribution(rates) for name, rates in self._rates.items()}
+        self._dists: dict[str, BaseDistribution] = {param_name(n): CategoricalDistribution(r) for n, r in self._rates.items()}
         if meta:
             old = self.study.user_attrs.get("meta")
             if old is not None and json.loads(old).get("space") != meta.get("space"):

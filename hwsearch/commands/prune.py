@@ -22,7 +22,13 @@ def _run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from hwsearch.loading import load_study_model
-    from hwsearch.pruning import PlanError, PruningPlan, create_criterion, prune, save_pruned
+    from hwsearch.pruning import (
+        PlanError,
+        PruningPlan,
+        create_criterion,
+        prune,
+        save_pruned,
+    )
 
     study = study_from_args(args)
     plan = PruningPlan.load(args.plan)

@@ -39,7 +39,7 @@ def _actor_class() -> Any:
             self.evaluator: Any = None
 
         def evaluate(self, candidate: Candidate) -> Result:
-            return self.evaluator(candidate)
+            return self.evaluator(candidate)  # type: ignore[no-any-return]
 
         @ray.method(max_task_retries=-1)
         def setup(self, boxed_spec: list[Any]) -> tuple[int, str]:

@@ -20,8 +20,15 @@ from dataclasses import dataclass
 
 from hwsearch.errors import UserError
 
-__all__ = ["ClusterInfo", "CONNECT_TIMEOUT_S", "JOIN_TIMEOUT_S", "check_workers", "probe_cluster", "start_ray",
-           "local_cpus"]
+__all__ = [
+    "CONNECT_TIMEOUT_S",
+    "JOIN_TIMEOUT_S",
+    "ClusterInfo",
+    "check_workers",
+    "local_cpus",
+    "probe_cluster",
+    "start_ray",
+]
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +108,7 @@ def probe_cluster(address: str, *, timeout_s: float = JOIN_TIMEOUT_S) -> Cluster
                             f"({e.strerror or type(e).__name__}); start one with `ray start --head --port {hp[1]}` "
                             "or fix --ray-address") from None
     try:
-        proc = subprocess.run([sys.executable, "-c", _PROBE, address], capture_output=True, text=True,
+        proc = subprocess.run([sys.executable, "-c", _PROBE, address], capture_output=True, text=True, check=False,
                               timeout=timeout_s, env={**os.environ, "RAY_BACKEND_LOG_LEVEL": "error"})
     except subprocess.TimeoutExpired:
         raise UserError(f"cannot join the Ray cluster at {address}: no answer within {timeout_s:g} s (is it a Ray "
@@ -153,18 +160,19 @@ def _start_ray(workers: int, address: str | None) -> bool:
     if address:
         probe_cluster(address)
         try:
-            ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
         except Exception as e:  # noqa: BLE001 - the probe passed; report whatever changed since
             raise UserError(_cause(address, f"{type(e).__name__}: {e}")) from None
-        cpus = ray.cluster_resources().get("CPU", 0.0)
+        cpus = float(ray.cluster_resources().get("CPU", 0.0))  # type: ignore[no-untyped-call]
         if workers > cpus:
             ray.shutdown()
             raise UserError(f"--workers {workers} exceeds the {cpus:g} CPUs of the Ray cluster at {address}; "
                             f"use --workers {max(1, int(cpus))} or add nodes")
         return True
+    check_workers(workers, None)  # compare and sensitivity come here without the command-line check
     try:
         ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False,
-                 logging_level="ERROR", _node_ip_address="127.0.0.1")
+                 logging_level=logging.ERROR, _node_ip_address="127.0.0.1")
     except Exception as e:  # noqa: BLE001 - a failed private start is the user's environment
         raise UserError(f"cannot start a private local Ray instance: {str(e).splitlines()[0][:200]}; free space in "
                         "/dev/shm and /tmp, or run serially with --workers 1") from None
