@@ -128,6 +128,8 @@ class RayRunner(Runner):
             self._running[actor.evaluate.remote(candidate)] = (number, candidate, actor)
 
     def _probe(self, actor: Any) -> None:
+        if any(a is actor for a in self._probing.values()):  # one probe per restart
+            return
         self.stats.restarts += 1
         self._probing[actor.setup.remote([self._spec_ref])] = actor
 
@@ -152,15 +154,13 @@ class RayRunner(Runner):
             result = Result(candidate=candidate, status="failed", error=str(e).splitlines()[0][:300])
             self._idle.append(actor)
         except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as e:
+            self._probe(actor)  # ready again once restarted; until then its candidates wait or go elsewhere
             if _NOT_STARTED in str(e):  # reached the actor while it restarted: never ran, send it again
                 self.stats.resent += 1
                 self._queue.appendleft((number, candidate))
-            else:
-                self.stats.failed_by_death += 1
-                result = Result(candidate=candidate, status="failed", error="worker died during the evaluation")
-            self._probe(actor)
-            if _NOT_STARTED in str(e):
                 return
+            self.stats.failed_by_death += 1
+            result = Result(candidate=candidate, status="failed", error="worker died during the evaluation")
         self._results[number] = result
 
     def _wait(self, timeout: float | None) -> bool:
