@@ -95,6 +95,7 @@ def _line_waiter(proc: subprocess.Popen[str], needle: str) -> Callable[[], bool]
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_sigterm_while_profiling_on_ray_keeps_results_and_leaves_no_process(quick_study_path: Path,
                                                                           tmp_path: Path) -> None:
     out = tmp_path / "t"
@@ -122,6 +123,7 @@ def test_sigterm_while_profiling_on_ray_keeps_results_and_leaves_no_process(quic
     assert not left, f"orphan Ray processes: {left}"
 
 
+@pytest.mark.slow
 def test_signals_at_every_later_stage_then_resume(quick_study_path: Path, tmp_path: Path) -> None:
     """SIGINT while searching, SIGTERM while re-measuring, SIGINT while writing; each resumed as printed."""
     out = tmp_path / "s"
@@ -161,22 +163,23 @@ def test_signals_at_every_later_stage_then_resume(quick_study_path: Path, tmp_pa
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_a_sigkilled_ray_worker_fails_exactly_its_candidate(quick_study_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "w"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([HWSEARCH, "-v", *_quick(quick_study_path, out, trials=10), "--workers", "2"], env=env,
+    proc = subprocess.Popen([HWSEARCH, "-v", *_quick(quick_study_path, out, trials=6), "--workers", "2"], env=env,
                             text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     waiter = _line_waiter(proc, "Ray workers on")
     _wait(proc, waiter)
     pids = [int(p) for p in re.findall(r"\d+", waiter.seen[-1].split("pids", 1)[1])]  # type: ignore[attr-defined]
-    _wait(proc, lambda: _trials(out / "optuna.journal", "random") >= PROFILE + 3)
+    _wait(proc, lambda: _trials(out / "optuna.journal", "random") >= PROFILE + 2)
     busy = _busiest(pids)
     os.kill(busy, signal.SIGKILL)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode in (0, 3), err
     own = pd.read_csv(out / "trials.csv")
     own = own[own["tag"] != "profile"]
-    assert len(own) == 10
+    assert len(own) == 6
     failed = own[own["status"] == "failed"]
     assert len(failed) == 1 and "worker died" in failed["error"].iloc[0], own[["status", "error"]]
     assert "1 candidate(s) failed by a worker death" in err
