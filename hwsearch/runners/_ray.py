@@ -11,6 +11,7 @@ sent again. Results are handed back in submission order (see :class:`~hwsearch.r
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 
 #: Substring of Ray's error for a task that reached an actor while it was restarting (never started).
 _NOT_STARTED = "actor is restarting"
+#: Seconds between readiness probes of a restarting actor.
+PROBE_INTERVAL_S = 0.5
 
 
 def _actor_class() -> Any:
@@ -41,7 +44,6 @@ def _actor_class() -> Any:
         def evaluate(self, candidate: Candidate) -> Result:
             return self.evaluator(candidate)  # type: ignore[no-any-return]
 
-        @ray.method(max_task_retries=-1)
         def setup(self, boxed_spec: list[Any]) -> tuple[int, str]:
             """Build the evaluator (once per incarnation); this worker's pid and node id."""
             import os
@@ -89,6 +91,7 @@ class RayRunner(Runner):
         self._queue: deque[tuple[int, Candidate]] = deque()      # waiting for a ready actor
         self._running: dict[Any, tuple[int, Candidate, Any]] = {}  # task ref -> (number, candidate, actor)
         self._probing: dict[Any, Any] = {}                      # setup() ref -> restarting actor
+        self._later: list[tuple[float, Any]] = []               # (time, actor): probe again then
         self._results: dict[int, Result] = {}
         self._polled: set[int] = set()
         self._idle: list[Any] = []
@@ -127,10 +130,11 @@ class RayRunner(Runner):
             actor = self._idle.pop(0)
             self._running[actor.evaluate.remote(candidate)] = (number, candidate, actor)
 
-    def _probe(self, actor: Any) -> None:
-        if any(a is actor for a in self._probing.values()):  # one probe per restart
-            return
-        self.stats.restarts += 1
+    def _probe(self, actor: Any, *, again: bool = False) -> None:
+        if not again:
+            if any(a is actor for a in self._probing.values()) or any(a is actor for _, a in self._later):
+                return  # one probe per restart
+            self.stats.restarts += 1
         self._probing[actor.setup.remote([self._spec_ref])] = actor
 
     def _handle(self, ref: Any) -> None:
@@ -142,6 +146,8 @@ class RayRunner(Runner):
             try:
                 ray.get(ref)
                 self._idle.append(actor)
+            except ray.exceptions.ActorUnavailableError:  # still restarting: ask again shortly
+                self._later.append((time.monotonic() + PROBE_INTERVAL_S, actor))
             except ray.exceptions.RayActorError as e:  # gone for good (e.g. its node died): drop it
                 log.warning("a Ray worker is gone for good: %s", str(e).splitlines()[0][:200])
                 self._actors.remove(actor)
@@ -167,14 +173,31 @@ class RayRunner(Runner):
         """Handle whatever finishes within ``timeout`` (None: block for one); False if nothing could."""
         import ray
 
+        now = time.monotonic()
+        for at, actor in [x for x in self._later if x[0] <= now]:
+            self._later.remove((at, actor))
+            self._probe(actor, again=True)
         refs = [*self._running, *self._probing]
+        block = timeout is None
         if not refs:
-            return False
-        ready, _ = ray.wait(refs, num_returns=1 if timeout is None else len(refs), timeout=timeout)
+            if not self._later or not block:
+                return False
+            time.sleep(max(0.0, min(at for at, _ in self._later) - now))  # only restarting actors: wait for one
+            return True
+        if block and self._later:  # wake up for the next probe
+            timeout = max(0.01, min(at for at, _ in self._later) - now)
+        ready, _ = ray.wait(refs, num_returns=1 if block else len(refs), timeout=timeout)
         for ref in ready:
             self._handle(ref)
         self._dispatch()
         return True
+
+    def wait_ready(self, timeout_s: float = 60.0) -> int:
+        """Wait (at most ``timeout_s``) until no actor is restarting; the number of actors ready for work."""
+        deadline = time.monotonic() + timeout_s
+        while (self._probing or self._later) and time.monotonic() < deadline:
+            self._wait(None if not self._running else 0.1)
+        return len(self._actors) - len(self._probing) - len(self._later)
 
     def poll_finished(self) -> list[Result]:
         self._wait(0)
@@ -207,7 +230,7 @@ class RayRunner(Runner):
     def _close(self) -> None:
         import ray
 
-        if self._actors or self._running or self._probing:
+        if self._actors or self._running or self._probing or self._later:
             log.info("Ray workers: %d candidate(s) failed by a worker death, %d sent again, %d restart(s)",
                      self.stats.failed_by_death, self.stats.resent, self.stats.restarts)
         for a in self._actors:
@@ -215,7 +238,7 @@ class RayRunner(Runner):
                 ray.kill(a)
             except Exception:  # noqa: BLE001 - already gone
                 pass
-        self._actors, self._running, self._probing, self._idle = [], {}, {}, []
+        self._actors, self._running, self._probing, self._idle, self._later = [], {}, {}, [], []
         self._spec_ref = None
         if self._started_ray and ray.is_initialized():
             ray.shutdown()

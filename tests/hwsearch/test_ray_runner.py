@@ -31,6 +31,7 @@ def test_killed_worker_with_candidates_in_flight_and_queued(setup, ray_session) 
             runner.submit(c)
         os.kill(runner.pids[0], signal.SIGKILL)  # the worker that got the first candidate
         results = [runner.next_result() for _ in cands]
+        assert runner.wait_ready(timeout_s=60) == 2  # the killed worker is back
         stats = runner.stats
     assert [r.candidate.key for r in results] == [c.key for c in cands]
     assert results[0].status == "failed" and "worker died" in results[0].error
