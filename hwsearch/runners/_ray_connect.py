@@ -16,6 +16,8 @@ import os
 import socket
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
 
 from hwsearch.errors import UserError
@@ -107,18 +109,47 @@ def probe_cluster(address: str, *, timeout_s: float = JOIN_TIMEOUT_S) -> Cluster
             raise UserError(f"cannot join the Ray cluster at {address}: nothing is listening there "
                             f"({e.strerror or type(e).__name__}); start one with `ray start --head --port {hp[1]}` "
                             "or fix --ray-address") from None
-    try:
-        proc = subprocess.run([sys.executable, "-c", _PROBE, address], capture_output=True, text=True, check=False,
-                              timeout=timeout_s, env={**os.environ, "RAY_BACKEND_LOG_LEVEL": "error"})
-    except subprocess.TimeoutExpired:
+    code, out = _run_probe(address, timeout_s)
+    if code is None:
         raise UserError(f"cannot join the Ray cluster at {address}: no answer within {timeout_s:g} s (is it a Ray "
-                        "head's GCS port? a firewall?); fix --ray-address") from None
-    out = proc.stdout + proc.stderr
-    line = next((x for x in proc.stdout.splitlines() if x.startswith("HWSEARCH_PROBE ")), None)
-    if proc.returncode != 0 or line is None:
+                        "head's GCS port? a firewall?); fix --ray-address")
+    line = next((x for x in out.splitlines() if x.startswith("HWSEARCH_PROBE ")), None)
+    if code != 0 or line is None:
         raise UserError(_cause(address, out))
     data = json.loads(line.split(" ", 1)[1])
     return ClusterInfo(cpus=float(data["cpus"]), nodes=int(data["nodes"]))
+
+
+def _run_probe(address: str, timeout_s: float) -> tuple[int | None, str]:
+    """Run the trial join in a child; its exit code (None: timed out) and output.
+
+    Ray retries a refused token for about 20 s, one warning a second; the first such warning ends the
+    child at once, since retrying cannot fix a missing token.
+    """
+    proc = subprocess.Popen([sys.executable, "-c", _PROBE, address], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "RAY_BACKEND_LOG_LEVEL": "warning"})
+    lines: list[str] = []
+    refused = threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if "InvalidAuthToken" in line:
+                refused.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + timeout_s
+    while proc.poll() is None and not refused.is_set() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    code = proc.poll()
+    if code is None:
+        proc.kill()
+        proc.wait()
+        code = 1 if refused.is_set() else None
+    reader.join(timeout=5)
+    return code, "".join(lines)
 
 
 def check_workers(workers: int, address: str | None) -> ClusterInfo | None:

@@ -66,7 +66,7 @@ def cluster() -> Iterator[tuple[str, dict[str, str]]]:
                     os.kill(pid, sig)
                 except ProcessLookupError:
                     pass
-            deadline = time.time() + 5
+            deadline = time.time() + 2
             while _ours(temp) and time.time() < deadline:
                 time.sleep(0.2)
         assert not _ours(temp), "a process of this module's cluster survived"
