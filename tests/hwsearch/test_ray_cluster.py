@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -70,6 +71,7 @@ def cluster() -> Iterator[tuple[str, dict[str, str]]]:
             while _ours(temp) and time.time() < deadline:
                 time.sleep(0.2)
         assert not _ours(temp), "a process of this module's cluster survived"
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _run(args: list[str], env: dict[str, str], out: Path) -> subprocess.CompletedProcess[str]:
