@@ -19,14 +19,13 @@ in ``Cost.conventions``. Energy numbers are estimates and always come with :data
 (28654120, 114.62)
 """
 
-from costmodels._analytic import AnalyticCostModel, CompiledCost, analytic_cost, conventions_for, plan_widths
-from costmodels._cost import DTYPE_BITS, E_AC_PJ, E_MAC_PJ, ENERGY_CAVEAT, MB, Cost, LayerCost, energy_mj
-from costmodels._latency import LatencyCostModel
-from costmodels._measured import MeasuredCostModel, build_pruned, count_macs, example_input
-from costmodels._registry import (
-    COST_MODELS, CostModel, Widths, create_cost_model, list_cost_models, register_cost_model,
-)
-from costmodels._spec import spike_input
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# The implementations (and torch) load on first use, so the CLI parses its arguments without them.
+_MODULES = ("_cost", "_registry", "_spec", "_analytic", "_measured", "_latency")
 
 __all__ = [
     "AnalyticCostModel", "COST_MODELS", "CompiledCost", "Cost", "CostModel", "DTYPE_BITS", "ENERGY_CAVEAT",
@@ -34,3 +33,12 @@ __all__ = [
     "build_pruned", "conventions_for", "count_macs", "create_cost_model", "energy_mj", "example_input",
     "list_cost_models", "plan_widths", "register_cost_model", "spike_input",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in __all__:
+        raise AttributeError(f"module 'costmodels' has no attribute {name!r}")
+    for mod in _MODULES:  # all of them: importing the implementations registers them
+        module = importlib.import_module(f"costmodels.{mod}")
+        globals().update({k: getattr(module, k) for k in __all__ if hasattr(module, k)})
+    return globals()[name]

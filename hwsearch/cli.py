@@ -1,7 +1,7 @@
 """The ``hwsearch`` command line: one sub-command per job, every option documented in ``--help``.
 
 Exit codes: 0 done; 1 bug (traceback); 2 usage, spec or input error (one line on stderr);
-130 interrupted.
+130 / 143 interrupted by SIGINT / SIGTERM (finished evaluations kept).
 """
 
 from __future__ import annotations
@@ -47,18 +47,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hwsearch`` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args._argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    from hwsearch import interrupts
+
+    interrupts.install()  # SIGTERM like Ctrl-C: finished work kept, exit 143
     try:
         return int(args._run(args) or 0)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        print("interrupted (every finished evaluation is in the run's Optuna storage; rerun with --resume to "
+              "continue)", file=sys.stderr)
+        return interrupts.exit_code()
 
 
 if __name__ == "__main__":  # pragma: no cover

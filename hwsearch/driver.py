@@ -290,6 +290,7 @@ def _confirm(setup: SearchSetup, results: Sequence[Result], best: Result | None)
     front = pareto_front(results)
     front.sort(key=lambda r: -objective_value(r, setup.objective))
     chosen = ([best] if best is not None else []) + [r for r in front if best is None or r.candidate.key != best.candidate.key]
+    log.info("re-measuring %d candidate(s) on the confirmation and test splits", len(chosen[: setup.confirm_top]))
     out = []
     for r in chosen[: setup.confirm_top]:
         model = setup.local.pruned_model(r.candidate)
@@ -303,16 +304,25 @@ def _confirm(setup: SearchSetup, results: Sequence[Result], best: Result | None)
 def finish(setup: SearchSetup, *, strategy: str, results: list[Result], best: Result | None, notes: list[str],
            seconds: float, evaluations: int, interrupted: bool, run_dir: Path | None = None, profile: Any = None,
            write: bool = True) -> SearchResult:
-    """Re-measure the answer (unless interrupted), build the :class:`SearchResult`, write the run directory."""
+    """Re-measure the answer (unless interrupted), build the :class:`SearchResult`, write the run directory.
+
+    A SIGINT / SIGTERM while re-measuring stops it and the outputs are written as interrupted; one while
+    writing is held until every file is written, then the report is marked interrupted.
+    """
+    from hwsearch import interrupts
     from hwsearch.report import write_outputs
 
     every = [replace(r, number=i) for i, r in enumerate(results)]
     confirmations: list[Confirmation] = []
     best_model = None
     if not interrupted:
-        confirmations = _confirm(setup, every, best)
-        if best is not None:
-            best_model = setup.local.pruned_model(best.candidate)
+        try:
+            confirmations = _confirm(setup, every, best)
+            if best is not None:
+                best_model = setup.local.pruned_model(best.candidate)
+        except KeyboardInterrupt:
+            interrupted, confirmations, best_model = True, [], None
+            notes = [*notes, "interrupted while re-measuring the answer on the confirmation and test splits"]
     first = confirmations[0] if confirmations and best is not None else None
     pareto = trials_frame(pareto_front(every), setup.space)
     by_key = {cf.key: cf for cf in confirmations}
@@ -329,7 +339,13 @@ def finish(setup: SearchSetup, *, strategy: str, results: list[Result], best: Re
                        profile_source=profile.source if profile is not None else "",
                        profile_seconds=profile.seconds if profile is not None else 0.0)
     if write:
-        write_outputs(replace(setup, run_dir=res.run_dir), res)
+        log.info("writing the outputs to %s", res.run_dir)
+        with interrupts.deferred():
+            write_outputs(replace(setup, run_dir=res.run_dir), res)
+            if interrupts.pending() is not None and not res.interrupted:
+                res.interrupted = True
+                res.notes.append("interrupted while writing the outputs (every file was completed)")
+                write_outputs(replace(setup, run_dir=res.run_dir), res, report_only=True)
     return res
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from hwsearch import interrupts
 from hwsearch.errors import UserError
 from hwsearch.halving import Halving, stage_boundaries
 from hwsearch.progress import progress_bar
@@ -160,6 +161,11 @@ def run_strategy(setup: Any, strategy: Strategy, runner: Runner, *, study_name: 
             strategy.tell(cand, res)
     except KeyboardInterrupt:
         interrupted = True
+        with interrupts.deferred():  # evaluations that finished before the signal are kept too
+            for early in runner.poll_finished():
+                if early.candidate.key not in durable:
+                    store.append(early)
+                    durable.add(early.candidate.key)
     finally:
         bar.close()
     return LoopOutcome(results, interrupted, len(own), fresh, halving.halved if halving is not None else 0)

@@ -99,12 +99,15 @@ def report_markdown(setup: Any, res: Any) -> str:
     return "\n".join(lines)
 
 
-def write_outputs(setup: Any, res: Any) -> None:
-    """Write every output of a finished (or interrupted) search into its run directory."""
+def write_outputs(setup: Any, res: Any, *, report_only: bool = False) -> None:
+    """Write every output of a finished (or interrupted) search into its run directory (or only report.md)."""
     from hwsearch.pareto import plot_pareto
 
     out: Path = setup.run_dir
     out.mkdir(parents=True, exist_ok=True)
+    if report_only:
+        atomic_write_text(out / "report.md", report_markdown(setup, res))
+        return
     res.trials.to_csv(out / "trials.csv", index=False)
     res.pareto.to_csv(out / "pareto.csv", index=False)
     budgets = {"param_mb": setup.constraints.param_mb, "macs_g": setup.constraints.macs_g}

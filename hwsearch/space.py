@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-
-import torch.nn as nn
+from typing import TYPE_CHECKING
 
 from hwsearch.errors import UserError
-from hwsearch.pruning import ChannelGroup, PruningPlan, groups_of
 
-__all__ = ["Variable", "SearchSpace", "DEFAULT_RATES", "DEFAULT_AXES", "ALL_AXES"]
+if TYPE_CHECKING:  # torch loads only when a space is built, so the CLI parses arguments without it
+    import torch.nn as nn
+
+    from hwsearch.pruning import PruningPlan
+
+__all__ = ["ALL_AXES", "DEFAULT_AXES", "DEFAULT_RATES", "SearchSpace", "Variable"]
 
 DEFAULT_RATES: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 #: Group kinds searched by default: the free (non-residual) groups, as PrimeSVT and PSViT prune.
@@ -84,6 +87,8 @@ class SearchSpace:
         grid = sorted({0.0, *(float(r) for r in rates)})
         params = {id(p) for p in model.parameters()}
         variables = []
+        from hwsearch.pruning import ChannelGroup, groups_of
+
         for order, g in enumerate(groups_of(model)):
             if not isinstance(g, ChannelGroup) or g.kind not in axes:
                 continue
@@ -125,6 +130,8 @@ class SearchSpace:
 
     def plan(self, levels: Mapping[str, int]) -> PruningPlan:
         """The pruning plan of a candidate (counts; ranked by :attr:`criterion` when applied)."""
+        from hwsearch.pruning import PruningPlan
+
         for name, lv in levels.items():
             var = self._by_name.get(name)
             if var is None:

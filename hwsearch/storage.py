@@ -2,31 +2,39 @@
 
 The default storage is an Optuna ``JournalFileBackend`` file in the run directory (optuna-dashboard
 opens it: ``optuna-dashboard <run>/optuna.journal``); ``--storage URL`` takes any Optuna storage URL
-(e.g. a shared ``sqlite:///`` or ``postgresql://`` database). Each trial holds the candidate's levels as
-parameters, top-1 as its value (failed evaluations are FAIL trials), the constraint excesses under
-Optuna's constraints key, and the whole :class:`~hwsearch.results.Result` as a user attribute, so a run
-can be resumed from the storage alone.
+(e.g. a shared ``sqlite:///`` or ``postgresql://`` database). Each trial shows the study as a user thinks
+of it: one parameter ``rate:<group>`` per searched group (the pruning rate, a categorical over the
+group's real rates), top-1 as its value under the metric name :data:`METRIC_NAME` (failed evaluations are
+FAIL trials, early-stopped ones PRUNED), start and end times (its evaluation's duration), short user
+attributes (status, tag, drop, costs) and the constraint excesses under Optuna's constraints key. The
+whole :class:`~hwsearch.results.Result` is a system attribute, so a run can be resumed from the storage
+alone.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.distributions import IntDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import TrialState
 
 from hwsearch.errors import UserError
 from hwsearch.results import Result
 from hwsearch.space import SearchSpace
 
-__all__ = ["ResultStore", "open_storage", "JOURNAL_FILE"]
+__all__ = ["ResultStore", "open_storage", "JOURNAL_FILE", "METRIC_NAME", "param_name"]
 
 JOURNAL_FILE = "optuna.journal"
+#: The name of every trial's value (optuna-dashboard shows it instead of "Objective 0").
+METRIC_NAME = "top-1 (%)"
+_RESULT_ATTR = "hwsearch:result"
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 log = logging.getLogger(__name__)
 
@@ -61,7 +69,12 @@ class ResultStore:
         self.space = space
         self.study = optuna.create_study(storage=storage, study_name=study_name, load_if_exists=True,
                                          direction="maximize")
-        self._dists = {v.name: IntDistribution(0, len(v.levels) - 1) for v in space.variables}
+        if not self.study.metric_names:
+            with warnings.catch_warnings():  # experimental in Optuna 5 (stable since 3.2 in practice)
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self.study.set_metric_names([METRIC_NAME])
+        self._rates = {v.name: _rounded(v.rates) for v in space.variables}
+        self._dists: dict[str, BaseDistribution] = {param_name(n): CategoricalDistribution(r) for n, r in self._rates.items()}
         if meta:
             old = self.study.user_attrs.get("meta")
             if old is not None and json.loads(old).get("space") != meta.get("space"):
@@ -72,25 +85,56 @@ class ResultStore:
         """Every stored result, in evaluation order."""
         out = []
         for t in sorted(self.study.get_trials(deepcopy=False), key=lambda t: t.number):
-            raw = t.user_attrs.get("result")
+            raw = t.system_attrs.get(_RESULT_ATTR, t.user_attrs.get("result"))  # user attr: older runs
             if raw is not None and t.state in (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED):
                 out.append(Result.from_dict(json.loads(raw)))
         return out
 
     def append(self, result: Result) -> None:
-        """Write ``result`` as a finished trial (COMPLETE, or FAIL when the evaluation failed)."""
-        params = {name: 0 for name in self._dists}
-        params.update(result.candidate.levels)
+        """Write ``result`` as a finished trial (COMPLETE; PRUNED when stopped early; FAIL when failed).
+
+        It ends now and started ``result.seconds`` earlier (the evaluation's own wall time).
+        """
+        params = {param_name(name): rates[result.candidate.levels.get(name, 0)] for name, rates in self._rates.items()}
         constraints = {k: (float(v) if math.isfinite(float(v)) else 1e30) for k, v in result.violations.items()}
         state = TrialState.COMPLETE if result.ok else TrialState.PRUNED if result.partial else TrialState.FAIL
         trial = optuna.trial.create_trial(
             state=state,
             value=float(result.accuracy) if result.ok and result.accuracy is not None else None,
-            params=params, distributions=self._dists,
-            user_attrs={"result": json.dumps(result.to_dict()), "key": result.candidate.key, "tag": result.candidate.tag,
-                        **{k: float(v) for k, v in result.costs.items()}},
+            params=params, distributions=self._dists, user_attrs=_short_attrs(result),
+            system_attrs={_RESULT_ATTR: json.dumps(result.to_dict()), "hwsearch:key": result.candidate.key},
             intermediate_values={int(result.samples): float(result.accuracy)}
             if result.partial and result.accuracy is not None else None,
             constraints=constraints,
         )
+        end = datetime.datetime.now()
+        trial.datetime_complete = end
+        trial.datetime_start = end - datetime.timedelta(seconds=max(0.0, float(result.seconds)))
         self.study.add_trial(trial)
+
+
+def param_name(group: str) -> str:
+    """The Optuna parameter of a group: its pruning rate (the column name of trials.csv too)."""
+    return f"rate:{group}"
+
+
+def _rounded(rates: tuple[float, ...]) -> tuple[float, ...]:
+    """Rates to 4 decimals as trials.csv shows them (exact when rounding would merge two)."""
+    short = tuple(round(r, 4) for r in rates)
+    return short if len(set(short)) == len(short) else tuple(rates)
+
+
+def _short_attrs(result: Result) -> dict[str, Any]:
+    """What the dashboard lists per trial: status, tag, drop, the main costs, rounded, and the error."""
+    attrs: dict[str, Any] = {"status": result.status, "tag": result.candidate.tag or "-"}
+    if result.acc_drop is not None:
+        attrs["drop_pt" if result.ok else "drop_pt_at_least"] = round(float(result.acc_drop), 3)
+    for k, digits in (("param_mb", 4), ("macs_g", 4), ("act_mb", 4)):
+        if k in result.costs:
+            attrs[k] = round(float(result.costs[k]), digits)
+    if "params" in result.costs:
+        attrs["params"] = int(result.costs["params"])
+    attrs["feasible"] = bool(result.feasible)
+    if result.error:
+        attrs["error"] = result.error[:120]
+    return attrs

@@ -86,8 +86,11 @@ def add_search_options(p: argparse.ArgumentParser, *, budgets: bool = True) -> N
     p.add_argument("--criterion", default="l2", choices=["l2", "l1", "random"], help="channel ranking (default l2)")
     p.add_argument("--eval-subset", type=int, default=None, metavar="N",
                    help="evaluate candidates on N seeded samples of the eval split (default: the study's, all)")
-    p.add_argument("--workers", type=int, default=1, metavar="N", help="parallel evaluations on Ray (default 1: serial)")
-    p.add_argument("--ray-address", default=None, metavar="ADDR", help="join an existing Ray cluster (e.g. auto)")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="parallel evaluations on Ray actors, at most the CPU cores of this machine (or of the "
+                        "cluster with --ray-address); default 1: serial, in this process")
+    p.add_argument("--ray-address", default=None, metavar="ADDR", help="join an existing Ray cluster (HOST:PORT of its head, ray://HOST:10001 or auto; token "
+                        "authentication needs RAY_AUTH_MODE=token and the cluster's token); default: a private "
+                        "local instance on 127.0.0.1, stopped at the end")
     p.add_argument("--seed", type=int, default=0, help="seed of the strategies (default 0)")
     p.add_argument("--out", type=Path, default=None, metavar="DIR", help="run directory (default runs/<study>-<command>)")
     p.add_argument("--storage", default=None, metavar="URL",

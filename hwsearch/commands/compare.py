@@ -44,7 +44,11 @@ def _run(args: argparse.Namespace) -> int:
     with pd.option_context("display.width", 200, "display.float_format", "{:.3f}".format):
         print(frame.to_string(index=False))
     print(f"\nwrote {out / 'comparison.csv'}, {out / 'comparison.png'} and one run directory per strategy")
-    return 130 if any(r.interrupted for r in runs) else 0
+    if any(r.interrupted for r in runs):
+        from hwsearch import interrupts
+
+        return interrupts.exit_code()
+    return 0
 
 
 COMPARE = Command(name="compare", help="compare strategies under the same budget and number of evaluations",

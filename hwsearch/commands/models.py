@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 from hwsearch.commands._base import Command
 
 
@@ -15,6 +13,7 @@ def _add(p: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     import pandas as pd
+    import torch
 
     from search_spaces import get_config, list_models
 

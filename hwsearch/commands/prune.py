@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 from hwsearch.commands._base import Command, add_study_argument, study_from_args
-from hwsearch.pruning import PlanError
 
 
 def _add(p: argparse.ArgumentParser) -> None:
@@ -23,7 +22,13 @@ def _run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from hwsearch.loading import load_study_model
-    from hwsearch.pruning import PruningPlan, create_criterion, prune, save_pruned
+    from hwsearch.pruning import (
+        PlanError,
+        PruningPlan,
+        create_criterion,
+        prune,
+        save_pruned,
+    )
 
     study = study_from_args(args)
     plan = PruningPlan.load(args.plan)

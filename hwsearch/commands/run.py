@@ -52,10 +52,24 @@ def warm_start_levels(run_dir: Path, space) -> list[dict[str, int]]:  # type: ig
     return [levels]
 
 
+def resume_command(run_dir: Path, argv: list[str]) -> str:
+    """The command line ``argv`` with ``--resume`` and the run directory (what continues an interrupted run)."""
+    import shlex
+
+    argv = list(argv)
+    if "--out" not in argv and not any(a.startswith("--out=") for a in argv):
+        argv += ["--out", str(run_dir)]
+    if "--resume" not in argv:
+        argv.append("--resume")
+    return shlex.join(["hwsearch", *argv])
+
+
 def _run(args: argparse.Namespace) -> int:
     from hwsearch.driver import prepare, search
+    from hwsearch.runners import check_workers
     from hwsearch.strategies import STRATEGIES
 
+    check_workers(args.workers, args.ray_address)  # a trial join of --ray-address too, before any model is loaded
     study = study_from_args(args)
     strategy = args.strategy or study.search.strategy
     STRATEGIES.get(strategy)  # unknown names fail before any work
@@ -77,8 +91,11 @@ def _run(args: argparse.Namespace) -> int:
     for note in res.notes:
         print(f"note           {note}")
     if res.interrupted:
-        print(f"interrupted: finished evaluations are stored; continue with --resume --out {res.run_dir}", file=sys.stderr)
-        return 130
+        from hwsearch import interrupts
+
+        print(f"interrupted: finished evaluations are stored in {res.run_dir}; continue with:\n  {resume_command(res.run_dir, getattr(args, '_argv', sys.argv[1:]))}",
+              file=sys.stderr)
+        return interrupts.exit_code()
     if best is None:
         given = [f for f, k in (("--budget-mb", "param_mb"), ("--budget-macs", "macs_g"), ("--budget-act-mb", "act_mb"))
                  if getattr(setup.constraints, k) is not None]

@@ -1,10 +1,11 @@
 """Runners: where candidates are evaluated (in process, or on Ray actors)."""
 
 from hwsearch.runners._base import Runner
-from hwsearch.runners._ray import RayRunner
+from hwsearch.runners._ray import RayRunner, RayStats
+from hwsearch.runners._ray_connect import check_workers
 from hwsearch.runners._serial import SerialRunner
 
-__all__ = ["RayRunner", "Runner", "SerialRunner", "make_runner"]
+__all__ = ["RayRunner", "RayStats", "Runner", "SerialRunner", "check_workers", "make_runner"]
 
 
 def make_runner(workers: int = 1, address: str | None = None, *, capacity: int | None = None) -> Runner:
