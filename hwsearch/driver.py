@@ -163,6 +163,14 @@ class SearchResult:
         return self.baseline_confirm_accuracy - self.best_confirm_accuracy
 
 
+def _definition(config: str) -> dict[str, Any] | None:
+    """The definition a Ray worker needs to re-create a user-defined configuration (None: built-in)."""
+    from search_spaces import get_config
+
+    cfg = get_config(config)
+    return cfg.to_dict() if cfg.user_defined else None
+
+
 def _batches(ds: torch.utils.data.Dataset, batch_size: int, *, staged: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Batches of ``ds`` in order; ``staged``: the first ones smaller (see :data:`_STAGES`)."""
     from hwsearch.data import make_loader
@@ -239,7 +247,8 @@ def prepare(study: Study | str | Path, *, constraints: Mapping[str, Any] | None 
     spec = EvaluatorSpec(config=loaded.config, model_kwargs=dict(loaded.model.hwsearch_kwargs),
                          state_dict={k: v.clone() for k, v in loaded.model.state_dict().items()}, space=space,
                          batches=batches, constraints=cons, calibration_batches=calib, bn_recalibrate=bn,
-                         stop_drop=cons.max_acc_drop if stop else None)
+                         stop_drop=cons.max_acc_drop if stop else None,
+                         config_def=_definition(loaded.config))
     local = Evaluator(spec)
     base_costs = local.costs({})
     for key, (flag, unit) in _FLAGS.items():  # before any evaluation: is the budget reachable at all?

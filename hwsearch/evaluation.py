@@ -58,6 +58,7 @@ class EvaluatorSpec:
         calibration_batches: training batches for batch-norm re-estimation (the first
             ``bn_recalibrate`` of them are used; 0: the pruned model keeps the source statistics).
         stop_drop: early-stop limit in points (None: every candidate is measured on every batch).
+        config_def: the definition of a user-defined source configuration (registered in the worker).
     """
 
     config: str
@@ -73,6 +74,7 @@ class EvaluatorSpec:
     calibration_batches: Sequence[tuple[torch.Tensor, torch.Tensor]] = ()
     bn_recalibrate: int = 0
     stop_drop: float | None = None
+    config_def: Mapping[str, Any] | None = None
 
 
 def recalibrate_bn(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], *,
@@ -160,6 +162,10 @@ class Evaluator:
             torch.set_num_threads(spec.threads)
         self.spec = spec
         self.space = spec.space
+        if spec.config_def is not None:  # a Ray worker has not loaded the study that defined it
+            from search_spaces import ensure_config
+
+            ensure_config(spec.config_def)
         model = get_config(spec.config).build(**spec.model_kwargs)
         model.load_state_dict(dict(spec.state_dict), strict=True)
         self.model = model.eval()

@@ -86,7 +86,7 @@ def train_model(
     t0 = time.perf_counter()
     torch.manual_seed(spec.seed)
     cfg = get_config(study.model)
-    model = cfg.build(**study.model_args)
+    model = cfg.build()
     train_ds = study_dataset(study, spec.train_split)
     if train_limit is not None:
         train_ds = torch.utils.data.Subset(train_ds, range(min(train_limit, len(train_ds))))  # type: ignore[arg-type]
@@ -129,7 +129,7 @@ def train_model(
     if out is not None:
         path = save_checkpoint(
             model, out, arch=cfg.arch_names[0] if cfg.arch_names else cfg.family, epoch=best_epoch,
-            metric=best_acc, hwsearch_config=cfg.name, seed=spec.seed,
+            metric=best_acc, hwsearch_config=cfg.name, hwsearch_model=cfg.to_dict(), seed=spec.seed,
         )
     return model, TrainResult(
         checkpoint=path, best_epoch=best_epoch, val_top1=best_acc, test_top1=test, seconds=time.perf_counter() - t0

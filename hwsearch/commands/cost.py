@@ -55,7 +55,7 @@ def _run(args: argparse.Namespace) -> int:
         batches = list(islice(make_loader(study_dataset(study, study.data.eval_split), study.data.batch_size), args.sops))
         rates = MeasuredCostModel().firing_rates(model, [x for x, _ in batches])
     analytic = AnalyticCostModel(dtype=dtype, spike_bits=args.spike_bits, firing_rates=rates).cost(
-        study.model, widths, model_kwargs=study.model_args)
+        study.model, widths)
     costs = {"analytic": analytic}
     if args.measured or args.latency:
         pruned = prune(model, plan) if plan else model

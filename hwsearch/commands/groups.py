@@ -53,7 +53,7 @@ def _run(args: argparse.Namespace) -> int:
 
     study = study_from_args(args)
     if args.random_weights:
-        model = get_config(study.model).build(**study.model_args)
+        model = get_config(study.model).build()
     else:
         from hwsearch.loading import load_study_model
 

@@ -34,7 +34,7 @@ def _run(args: argparse.Namespace) -> int:
         raise PlanError(f"plan {args.plan} was made on checkpoint {plan.checkpoint_sha256[:12]}, not "
                         f"{loaded.checkpoint.sha256[:12]}; re-rank it (give counts) or use the original checkpoint")
     plan = dataclasses.replace(plan, checkpoint_sha256=loaded.checkpoint.sha256, criterion=args.criterion or plan.criterion,
-                               model_kwargs=dict(study.model_args))
+                               model_kwargs={})
     criterion = None
     if plan.criterion == "taylor" and not plan.resolved:
         from itertools import islice
