@@ -240,9 +240,11 @@ def prepare(study: Study | str | Path, *, constraints: Mapping[str, Any] | None 
     batches = _batches(eval_ds, study.data.batch_size, staged=True)
     calib: list[tuple[torch.Tensor, torch.Tensor]] = []
     calib_digest = None
-    if bn:
+    if bn or criterion == "taylor":
+        from hwsearch.evaluation import TAYLOR_BATCHES
+
         calib_ds = study_dataset(study, study.data.calib_split)
-        calib = _batches(calib_ds, study.data.batch_size)[:bn]
+        calib = _batches(calib_ds, study.data.batch_size)[:max(bn, TAYLOR_BATCHES if criterion == "taylor" else 0)]
         calib_digest = split_indices_digest(calib_ds)
     spec = EvaluatorSpec(config=loaded.config, model_kwargs=dict(loaded.model.hwsearch_kwargs),
                          state_dict={k: v.clone() for k, v in loaded.model.state_dict().items()}, space=space,

@@ -38,6 +38,10 @@ __all__ = ["EvaluatorSpec", "Evaluator", "cost_metrics", "FAULT_TAGS", "recalibr
 FAULT_TAGS = ("fault:raise", "fault:exit")
 
 
+#: Training batches the taylor criterion accumulates gradients over.
+TAYLOR_BATCHES = 2
+
+
 def cost_metrics(cost: Any) -> dict[str, float]:
     """The cost keys every Result carries, from a ``costmodels.Cost``."""
     return {"params": float(cost.params), "param_mb": float(cost.weight_mb), "macs_g": float(cost.gmacs),
@@ -174,7 +178,10 @@ class Evaluator:
         self.compiled = AnalyticCostModel(dtype=spec.constraints.dtype).compile(spec.config, spec.model_kwargs)
 
     def _rank(self) -> dict[str, torch.Tensor]:
-        crit = create_criterion(self.space.criterion)
+        kwargs: dict[str, Any] = {}
+        if self.space.criterion == "taylor":  # gradients on training batches (else the first eval batches)
+            kwargs["batches"] = list(self.spec.calibration_batches or self.spec.batches)[:TAYLOR_BATCHES]
+        crit = create_criterion(self.space.criterion, **kwargs)
         crit.prepare(self.model)
         searched = set(self.space.names())
         return {g.name: crit.scores(self.model, g) for g in self.groups
