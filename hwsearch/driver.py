@@ -33,7 +33,8 @@ from hwsearch.loop import run_strategy
 from hwsearch.pareto import pareto_front, trials_frame
 from hwsearch.results import Candidate, Constraints, Result
 from hwsearch.runners import make_runner
-from hwsearch.space import DEFAULT_AXES, DEFAULT_RATES, SearchSpace
+from hwsearch.pruning import ChannelGroup
+from hwsearch.space import ALL_AXES, DEFAULT_AXES, DEFAULT_RATES, SearchSpace
 from hwsearch.strategies import Problem, create_strategy
 from hwsearch.study import PRIORS, Study, load_study
 
@@ -43,7 +44,9 @@ __all__ = ["SearchSetup", "SearchResult", "Confirmation", "prepare", "search", "
 log = logging.getLogger(__name__)
 
 UNREACHABLE = ("budget {what} {limit:g} {unit} is below the smallest reachable model ({best:.4g} {unit} at the "
-               "maximum rates of the searched groups); raise {flag} or search more groups with --axes {axes}")
+               "maximum rates of the searched groups); raise {flag}{more}")
+#: The second fix of UNREACHABLE, when the model has group kinds the search leaves out.
+UNREACHABLE_AXES = " or search more groups with --axes {axes}"
 _FLAGS = {"param_mb": ("--budget-mb", "MB"), "macs_g": ("--budget-macs", "GMACs"), "act_mb": ("--budget-act-mb", "MB")}
 #: Pareto-front entries (best first under the objective) re-measured on the confirmation split.
 CONFIRM_TOP = 5
@@ -258,8 +261,10 @@ def prepare(study: Study | str | Path, *, constraints: Mapping[str, Any] | None 
         if limit is not None:
             best = local.costs(space.max_levels())[key]
             if best > limit:
-                more = ",".join(sorted(set(axes) | {"embed", "heads"}))
-                raise UserError(UNREACHABLE.format(what=key, limit=limit, unit=unit, best=best, flag=flag, axes=more))
+                have = {g.kind for g in local.groups if isinstance(g, ChannelGroup)} & set(ALL_AXES)
+                extra = sorted(have - set(axes))  # only kinds this model has and the search leaves out
+                more = UNREACHABLE_AXES.format(axes=",".join(sorted(have & set(axes)) + extra)) if extra else ""
+                raise UserError(UNREACHABLE.format(what=key, limit=limit, unit=unit, best=best, flag=flag, more=more))
     acc = local.accuracy(local.model)
     spec.baseline_accuracy = acc
     baseline = Result(candidate=Candidate(levels={}, tag="baseline"), status="ok", accuracy=acc, acc_drop=0.0,
