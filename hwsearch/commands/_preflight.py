@@ -36,8 +36,20 @@ def check_out_dir(path: Path, flag: str = "--out") -> None:
     anchor = _writable_parent(path)
     if not anchor.is_dir():
         raise UserError(f"{flag} {path}: {anchor} is a file, so the folder cannot be created; pick another path")
-    if not os.access(anchor, os.W_OK | os.X_OK):
-        raise UserError(f"{flag} {path}: {anchor} is not writable; pick a folder you can write to")
+    _probe(anchor, path, flag)
+
+
+def _probe(folder: Path, path: Path, flag: str) -> None:
+    """Create and delete a file in ``folder``: the only test that also holds for root and read-only mounts."""
+    import tempfile
+
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".hwsearch-probe-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise UserError(f"{flag} {path}: cannot write in {folder} ({e.strerror or type(e).__name__}); "
+                        "pick a folder you can write to") from None
 
 
 def check_out_file(path: Path, flag: str = "--out") -> None:
@@ -45,8 +57,9 @@ def check_out_file(path: Path, flag: str = "--out") -> None:
     if path.is_dir():
         raise UserError(f"{flag} {path} is a folder; pass a file path such as {path / 'model.pth'}")
     anchor = _writable_parent(path.parent)
-    if not anchor.is_dir() or not os.access(anchor, os.W_OK | os.X_OK):
-        raise UserError(f"{flag} {path}: {anchor} is not a writable folder; pick another path")
+    if not anchor.is_dir():
+        raise UserError(f"{flag} {path}: {anchor} is a file, so the folder cannot be created; pick another path")
+    _probe(anchor, path, flag)
     if path.exists() and not os.access(path, os.W_OK):
         raise UserError(f"{flag} {path} is read-only; pick another path")
 
