@@ -26,11 +26,12 @@ from costmodels._measured import MeasuredCostModel, build_pruned, count_macs, ex
 from costmodels._registry import (
     COST_MODELS, CostModel, Widths, create_cost_model, list_cost_models, register_cost_model,
 )
+from costmodels._families import FAMILY_BUILDERS
 from costmodels._spec import spike_input
 
 __all__ = [
     "AnalyticCostModel", "COST_MODELS", "CompiledCost", "Cost", "CostModel", "DTYPE_BITS", "ENERGY_CAVEAT",
-    "E_AC_PJ", "E_MAC_PJ", "LatencyCostModel", "LayerCost", "MB", "MeasuredCostModel", "Widths", "analytic_cost",
+    "E_AC_PJ", "E_MAC_PJ", "FAMILY_BUILDERS", "LatencyCostModel", "LayerCost", "MB", "MeasuredCostModel", "Widths", "analytic_cost",
     "build_pruned", "conventions_for", "count_macs", "create_cost_model", "energy_mj", "example_input",
     "list_cost_models", "plan_widths", "register_cost_model", "spike_input",
 ]
