@@ -77,8 +77,11 @@ def file_sha256(path: str | Path) -> str:
 
 
 def _torch_load(path: Path) -> Any:
+    import warnings
+
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # the refusal below says it all
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # any failure to unpickle means the file is not a readable checkpoint
         raise CheckpointError(

@@ -277,7 +277,6 @@ def load_study(path: str | Path) -> Study:
         f"[data] of {path}",
         {"splits": lambda d: {k: _expand(path, v) for k, v in d.items()}},
     )
-    _check_data(data, path)
     for split, p in data.splits.items():
         if not p.exists():
             raise StudyError(f"data split '{split}' not found: {p} (set [data.splits] in {path})")
@@ -288,6 +287,7 @@ def load_study(path: str | Path) -> Study:
     search = _build(SearchSpec, raw.get("search", {}), f"[search] of {path}")
     if search.prior not in PRIORS:
         raise StudyError(f"unknown prior '{search.prior}' in [search] of {path}; use one of {', '.join(PRIORS)}")
+    _check_data(data, path)  # these import torch: after every check that does not need it
     model_config = _model_config(raw, path)
     if model_config is None:
         _check_model_name(raw["model"], path)
