@@ -216,7 +216,8 @@ def _diff(sd: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int, ...]
 def _candidates(arch: str | None) -> list[str]:
     from search_spaces import MODELS, list_models
 
-    names = list_models()
+    # Built-in configurations first: a user's own one is chosen by name or by the checkpoint's record.
+    names = sorted(list_models(), key=lambda n: MODELS.get(n).user_defined)
     if arch:
         fam = [n for n in names if arch in MODELS.get(n).arch_names]
         if fam:
