@@ -298,7 +298,7 @@ def load_model(path: str | Path, model: str | None = None, **overrides: Any) -> 
     except RuntimeError as e:  # overrides (e.g. num_classes) can still change shapes
         first = str(e).strip().splitlines()
         raise CheckpointError(
-            f"checkpoint {path} does not fit '{name}' with overrides {overrides}: {' '.join(first[1:2])[:200]}"
+            f"checkpoint {path} does not fit '{name}' with overrides {overrides}: {' '.join(' '.join(first[1:2]).split())}"
         ) from None
     net.eval()
     functional.invalidate_reset_cache(net)

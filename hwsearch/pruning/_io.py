@@ -107,7 +107,9 @@ def load_pruned(path: str | Path) -> nn.Module:
     try:
         shaped.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise CheckpointError(f"{weights} does not match {arch_path}: {str(e).splitlines()[0][:200]}") from None
+        detail = " ".join(str(e).split("\n", 2)[1:2]).strip() or str(e).splitlines()[0]
+        raise CheckpointError(f"{weights} does not match {arch_path}: {' '.join(detail.split())}; "
+                              "re-create the folder with hwsearch prune") from None
     shaped.eval()
     functional.invalidate_reset_cache(shaped)
     functional.reset_net(shaped)
