@@ -93,9 +93,8 @@ def runs(trained: Path) -> dict[str, subprocess.CompletedProcess[str]]:
         "cost_best": ("cost", "--study", "mine.toml", "--model-dir", BEST, "--json"),
         "groups_best": ("groups", "--study", "mine.toml", "--model-dir", BEST),
         "fresh": ("python", FRESH),
-        "other": ("evaluate", "--study", "other.toml"),
-        "big": ("evaluate", "--study", "big.toml"),
-        "plain": ("evaluate", "--study", "plain.toml", "--json"),
+        "taylor": ("run", "--study", "mine.toml", "--criterion", "taylor", "--trials", "2", "--rates", "0.5",
+                   "--out", "runs/taylor", "--quiet"),
     }
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {k: pool.submit(cli, *v, cwd=trained, check=False) for k, v in jobs.items()}
@@ -139,18 +138,41 @@ def test_fresh_processes_need_no_registration(trained: Path, runs: dict) -> None
     assert ok(runs["fresh"]).split("\n")[:2] == [f"my-spikformer {params} (2, 3)", "my-spikformer"]
 
 
-def test_a_checkpoint_of_another_configuration_names_the_one_it_was_trained_as(runs: dict) -> None:
-    res = runs["other"]
-    assert res.returncode == 2
-    assert "the file was trained as 'my-spikformer': set model = \"my-spikformer\"" in res.stderr
+def in_process(args: list[str], cwd: Path, capsys, monkeypatch) -> tuple[int, str, str]:  # type: ignore[no-untyped-def]
+    """``hwsearch ARGS`` through ``hwsearch.cli.main`` in this process: (exit code, stdout, stderr)."""
+    from hwsearch.cli import main
+
+    monkeypatch.chdir(cwd)
+    capsys.readouterr()
+    rc = main(args)
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return rc, out, err
 
 
-def test_images_of_another_size_name_both_sizes(runs: dict) -> None:
-    res = runs["big"]
-    assert res.returncode == 2 and res.stderr.count("\n") == 1
-    assert "inputs of 3x48x48 but model 'my-spikformer' takes 3x32x32" in res.stderr
+def test_a_checkpoint_of_another_configuration_names_the_one_it_was_trained_as(trained: Path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    rc, _, err = in_process(["evaluate", "--study", "other.toml"], trained, capsys, monkeypatch)
+    assert rc == 2
+    assert "the file was trained as 'my-spikformer': set model = \"my-spikformer\"" in err
 
 
-def test_no_transform_is_none_for_a_32_pixel_model_and_says_so(runs: dict) -> None:
-    assert "using 'none' for 32 px images" in runs["plain"].stderr
-    assert json.loads(ok(runs["plain"]))["samples"] == 24
+def test_images_of_another_size_name_both_sizes(trained: Path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    rc, _, err = in_process(["evaluate", "--study", "big.toml"], trained, capsys, monkeypatch)
+    assert rc == 2 and err.count("\n") == 1
+    assert "inputs of 3x48x48 but model 'my-spikformer' takes 3x32x32" in err
+
+
+def test_no_transform_is_none_for_a_32_pixel_model_and_says_so(trained: Path, capsys, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    rc, out, _ = in_process(["evaluate", "--study", "plain.toml", "--json"], trained, capsys, monkeypatch)
+    assert rc == 0 and json.loads(out)["samples"] == 24
+    assert "using 'none' for 32 px images" in caplog.text
+
+
+def test_search_ranks_channels_by_taylor_importance(trained: Path, runs: dict) -> None:
+    ok(runs["taylor"])
+    report = (trained / "runs" / "taylor" / "report.md").read_text()
+    assert "ranking `taylor`" in report
+    import pandas as pd
+
+    trials = pd.read_csv(trained / "runs" / "taylor" / "trials.csv")
+    assert set(trials["status"]) == {"ok"} and len(trials) >= 9  # 9 profile candidates, then the search's own

@@ -136,7 +136,6 @@ CASES: dict[str, tuple[tuple[str, ...], str]] = {
     "ckpt-missing": (("evaluate", "--study", "missing_ckpt.toml"), "checkpoint not found"),
     "ckpt-empty": (("evaluate", "--study", "ckpt_empty.toml"), "cannot read checkpoint"),
     "ckpt-truncated": (("evaluate", "--study", "ckpt_truncated.toml"), "cannot read checkpoint"),
-    "ckpt-corrupt": (("evaluate", "--study", "ckpt_corrupt.toml"), "cannot read checkpoint"),
     "ckpt-runs-code": (("evaluate", "--study", "ckpt_evil.toml"), "needs code to unpickle"),
     "ckpt-wrong-family": (("evaluate", "--study", "ckpt_qkformer.toml"), "does not match 'spikformer-digits-2-64'"),
     # unknown names, with close matches
@@ -147,7 +146,6 @@ CASES: dict[str, tuple[tuple[str, ...], str]] = {
     "costmodel-unknown": (("costmodels", "analytc"), "did you mean 'analytic'"),
     # budgets
     "budget-negative": (("run", "--study", "ok.toml", "--budget-mb", "-1", *E), "positive"),
-    "budget-zero": (("run", "--study", "ok.toml", "--budget-mb", "0", *E), "positive"),
     "budget-nan": (("run", "--study", "ok.toml", "--budget-mb", "nan", *E), "positive finite"),
     "drop-200": (("run", "--study", "ok.toml", "--max-acc-drop", "200", *E), "[0, 100]"),
     "budget-unreachable": (("run", "--study", "ok.toml", "--budget-mb", "0.001", *E), "raise --budget-mb"),
@@ -155,11 +153,8 @@ CASES: dict[str, tuple[tuple[str, ...], str]] = {
     "rates-empty": (("run", "--study", "ok.toml", "--rates", "", *E), "comma-separated rates"),
     "rates-zero": (("run", "--study", "ok.toml", "--rates", "0", *E), "outside (0, 1)"),
     "rates-one": (("run", "--study", "ok.toml", "--rates", "1", *E), "outside (0, 1)"),
-    "rates-big": (("run", "--study", "ok.toml", "--rates", "0.5,1.5", *E), "outside (0, 1)"),
     "rates-letters": (("run", "--study", "ok.toml", "--rates", "a,b", *E), "not a number"),
     "trials-zero": (("run", "--study", "ok.toml", "--trials", "0", *E), ">= 1"),
-    "trials-negative": (("run", "--study", "ok.toml", "--trials", "-3", *E), ">= 1"),
-    "workers-zero": (("run", "--study", "ok.toml", "--workers", "0", *E), ">= 1"),
     "workers-absurd": (("run", "--study", "ok.toml", "--workers", "1000", *E), "use at most"),
     # cluster, storage, resume, output
     "ray-unreachable": (("run", "--study", "ok.toml", "--ray-address", "127.0.0.1:9", *E), "cannot connect"),
@@ -181,8 +176,6 @@ CASES: dict[str, tuple[tuple[str, ...], str]] = {
     "plan-unknown-group": (("prune", "--study", "ok.toml", "--plan", "plan_unknown_group.json", "--out", "p"),
                            "did you mean 'block.0.mlp.hidden'"),
     "plan-keeps-zero": (("prune", "--study", "ok.toml", "--plan", "plan_zero.json", "--out", "p"), "block.0.mlp.hidden"),
-    "plan-keeps-too-many": (("prune", "--study", "ok.toml", "--plan", "plan_too_many.json", "--out", "p"),
-                            "block.0.mlp.hidden"),
 }
 #: More bad inputs through ``hwsearch.cli.main`` in this process (same code path, no process start-up).
 MORE: dict[str, tuple[tuple[str, ...], str]] = {
@@ -222,6 +215,13 @@ MORE: dict[str, tuple[tuple[str, ...], str]] = {
     "plan-missing": (("prune", "--study", "ok.toml", "--plan", "nope.json", "--out", "p"), "plan file not found"),
     "models-unknown": (("models", "spikformr"), "did you mean"),
     "strategies-unknown": (("strategies", "tpee"), "did you mean 'tpe'"),
+    "budget-zero": (("run", "--study", "ok.toml", "--budget-mb", "0", *E), "positive"),
+    "rates-big": (("run", "--study", "ok.toml", "--rates", "0.5,1.5", *E), "outside (0, 1)"),
+    "trials-negative": (("run", "--study", "ok.toml", "--trials", "-3", *E), ">= 1"),
+    "ckpt-corrupt": (("evaluate", "--study", "ckpt_corrupt.toml"), "cannot read checkpoint"),
+    "plan-keeps-too-many": (("prune", "--study", "ok.toml", "--plan", "plan_too_many.json", "--out", "p"),
+                            "block.0.mlp.hidden"),
+    "workers-zero": (("run", "--study", "ok.toml", "--workers", "0", *E), ">= 1"),
 }
 
 
