@@ -319,11 +319,16 @@ def _check_data(data: DataSpec, path: Path) -> None:
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise StudyError(f"unknown transform '{data.transform}' in [data] of {path}{hint}; "
                          f"use one of {', '.join(TRANSFORM_KINDS)}")
-    custom = [k for k in ("resize", "crop", "mean", "std") if getattr(data, k) is not None]
+    custom = [k for k in ("transform", "resize", "crop", "mean", "std") if getattr(data, k) is not None]
     if custom and data.dataset != "imagefolder":
-        raise StudyError(f"{custom[0]} in [data] of {path} only applies to dataset = 'imagefolder'; drop it")
+        raise StudyError(f"{custom[0]} in [data] of {path} only applies to dataset = 'imagefolder' "
+                         f"(dataset '{data.dataset}' has its own preprocessing); drop it")
+    custom = custom[1:] if data.transform is not None else custom
     if data.transform is None and custom:
         raise StudyError(f"{custom[0]} in [data] of {path} needs transform = \"custom\"; add it")
+    if data.img_size is not None and not (data.dataset == "digits" or data.transform in (None, "imagenet")):
+        raise StudyError(f"img_size in [data] of {path} is used by dataset 'digits' and transform 'imagenet' only; "
+                         "drop it (transform 'custom' takes resize and crop)")
     channels = len(data.mean) if data.mean is not None and len(data.mean) in (1, 3) else 3
     try:
         named_transform(data.transform or "none", img_size=32, channels=channels, resize=data.resize, crop=data.crop,

@@ -106,7 +106,10 @@ def rates_from_args(args: argparse.Namespace) -> tuple[float, ...]:
     if args.rates is None:
         return DEFAULT_RATES
     if isinstance(args.rates, str):  # a Namespace built by hand (tests, scripts)
-        return rate_list(args.rates)
+        try:
+            return rate_list(args.rates)
+        except argparse.ArgumentTypeError as e:
+            raise UserError(f"--rates: {e}") from None
     return tuple(args.rates)
 
 
