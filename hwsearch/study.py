@@ -168,7 +168,7 @@ def _expand(study_file: Path, value: str) -> Path:
 #: Keys whose numbers must be > 0 (the others of type int must be >= 0); seeds may be any integer.
 _POSITIVE = frozenset({"param_mb", "macs_g", "act_mb", "batch_size", "epochs", "lr", "eval_subset",
                        "img_size", "resize", "crop"})
-_ANY_INT = frozenset({"seed", "max_shift"})
+_ANY_INT = frozenset({"seed"})
 _MAX_DROP = 100.0
 
 
@@ -184,7 +184,8 @@ def _check_type(key: str, value: Any, tp: Any, where: str) -> None:
         tp, args = inner[0], typing.get_args(inner[0])
     origin = typing.get_origin(tp) or tp
     if origin is list:
-        if not isinstance(value, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        if not isinstance(value, list) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
             raise StudyError(f"{key} in {where} must be a list of numbers, like [0.5, 0.5, 0.5]; got {value!r}")
         return
     if origin in (Mapping, dict) or tp is Mapping:
