@@ -25,13 +25,13 @@ import importlib
 from typing import Any
 
 # The implementations (and torch) load on first use, so the CLI parses its arguments without them.
-_MODULES = ("_cost", "_registry", "_spec", "_analytic", "_measured", "_latency")
+_MODULES = ("_cost", "_registry", "_spec", "_families", "_analytic", "_measured", "_latency")
 
 __all__ = [
     "AnalyticCostModel", "COST_MODELS", "CompiledCost", "Cost", "CostModel", "DTYPE_BITS", "ENERGY_CAVEAT",
-    "E_AC_PJ", "E_MAC_PJ", "LatencyCostModel", "LayerCost", "MB", "MeasuredCostModel", "Widths", "analytic_cost",
+    "E_AC_PJ", "E_MAC_PJ", "FAMILY_BUILDERS", "LatencyCostModel", "LayerCost", "MB", "MeasuredCostModel", "Widths", "analytic_cost",
     "build_pruned", "conventions_for", "count_macs", "create_cost_model", "energy_mj", "example_input",
-    "list_cost_models", "plan_widths", "register_cost_model", "spike_input",
+    "list_cost_models", "plan_widths", "register_cost_model", "spike_input", "widths_of_plan",
 ]
 
 

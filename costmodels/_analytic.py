@@ -71,7 +71,8 @@ def widths_of_plan(plan: PruningPlan, compiled: CompiledCost) -> dict[str, int |
 def conventions_for(family: str, layout: str, *, spike_bits: int, dtype: str) -> dict[str, str]:
     """Short labels of the counting conventions behind a :class:`Cost` of this family."""
     attention = {"spikformer": "q@(kT@v)" if layout == "imagenet" else "(q@kT)@v",
-                 "sdt": "none (element-wise masks)", "qkformer": "stage 3 q@(kT@v); token attention none"}[family]
+                 "sdt": "none (element-wise masks)", "qkformer": "stage 3 q@(kT@v); token attention none"}.get(
+        family, "as the family's cost formulas count it (plug-in family)")
     return {
         "params": "sum(p.numel()) incl. never-used parameters; live_params excludes them",
         "weight_bytes": f"params x bits({dtype})/8, no quantization scales, no BN folding, MB = 1e6 B",

@@ -28,10 +28,7 @@ def _add(p: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> int:
     from costmodels import COST_MODELS
 
-    names = COST_MODELS.list(args.pattern)
-    if not names:
-        print(f"no cost model matches '{args.pattern}' (run `hwsearch costmodels` for all)")
-        return 0
+    names = COST_MODELS.list_or_raise(args.pattern)
     width = max(len(n) for n in names)
     for name in names:
         cls = COST_MODELS.get(name)

@@ -271,7 +271,10 @@ def build_spec(family: str, layout: str, kwargs: Mapping[str, Any]) -> Builder:
     try:
         fn = FAMILY_BUILDERS[family]
     except KeyError:
-        raise ValueError(f"no analytic cost formulas for family {family!r}; known: {', '.join(FAMILY_BUILDERS)}") from None
+        from hwsearch.errors import UserError
+
+        raise UserError(f"no analytic cost formulas for family {family!r} (known: {', '.join(FAMILY_BUILDERS)}); "
+                        f"its plug-in must add costmodels.FAMILY_BUILDERS[{family!r}]") from None
     b = Builder(family=family, layout=layout, T=int(kwargs["T"]))
     fn(b, kwargs)
     return b

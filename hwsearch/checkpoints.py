@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -32,6 +33,7 @@ __all__ = [
     "load_model",
     "save_checkpoint",
     "file_sha256",
+    "register_recorded_config",
 ]
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,8 @@ class Checkpoint:
     fmt: str = "bare"  # "bare" | "timm" | "model"
     sha256: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    #: the configuration the file was trained as (``ModelConfig.to_dict()``, written by ``hwsearch train``)
+    config_def: dict[str, Any] | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -73,14 +77,29 @@ def file_sha256(path: str | Path) -> str:
 
 
 def _torch_load(path: Path) -> Any:
+    import warnings
+
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # the refusal below says it all
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # any failure to unpickle means the file is not a readable checkpoint
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
-            f"cannot read checkpoint {path}: {reason[:160]}; expected a PyTorch .pth/.pt file saved with torch.save"
+            f"cannot read checkpoint {path}: {_reason(e)}; expected a PyTorch .pth/.pt file saved with torch.save "
+            "(tensors and plain data only: files that need code to unpickle are refused)"
         ) from None
+
+
+def _reason(e: BaseException) -> str:
+    """torch's reason in one line: its first sentence (whole), without the long weights_only advice."""
+    text = " ".join(str(e).split())
+    if not text:
+        return type(e).__name__
+    if "Weights only load failed" in text:
+        m = re.search(r"(Unsupported global: GLOBAL \S+|Unsupported operand \d+|Unsupported class \S+)", text)
+        return "it needs code to unpickle (" + (m.group(1).rstrip(".") if m else "not plain tensors") + ")"
+    first = re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0]
+    return first.rstrip(".")
 
 
 def _strip_prefixes(sd: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -122,7 +141,28 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
             "expected a state_dict or a dict with 'state_dict' or 'model'"
         )
     meta = {k: v for k, v in obj.items() if k not in ("state_dict", "model", "optimizer") and not isinstance(v, Mapping)}
-    return Checkpoint(path=path, state_dict=sd, arch=arch, fmt=fmt, sha256=file_sha256(path), meta=meta)
+    definition = obj.get("hwsearch_model") if isinstance(obj.get("hwsearch_model"), Mapping) else None
+    return Checkpoint(path=path, state_dict=sd, arch=arch, fmt=fmt, sha256=file_sha256(path), meta=meta,
+                      config_def=dict(definition) if definition is not None else None)
+
+
+def register_recorded_config(ckpt: Checkpoint) -> str | None:
+    """Register the configuration ``ckpt`` records (user-defined ones only); its name, or None.
+
+    Raises:
+        CheckpointError: the record is malformed, or its name is registered with other arguments.
+    """
+    if ckpt.config_def is None:
+        return None
+    from search_spaces import MODELS, ConfigError, ensure_config
+
+    name = ckpt.config_def.get("name")
+    if isinstance(name, str) and name in MODELS and not MODELS.get(name).user_defined:
+        return name  # a built-in configuration: nothing to register
+    try:
+        return ensure_config(ckpt.config_def, where=f"checkpoint {ckpt.path}").name
+    except ConfigError as e:
+        raise CheckpointError(str(e)) from None
 
 
 @lru_cache(maxsize=None)
@@ -174,9 +214,10 @@ def _diff(sd: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int, ...]
 
 
 def _candidates(arch: str | None) -> list[str]:
-    from search_spaces import MODELS
+    from search_spaces import MODELS, list_models
 
-    names = MODELS.list()
+    # Built-in configurations first: a user's own one is chosen by name or by the checkpoint's record.
+    names = sorted(list_models(), key=lambda n: MODELS.get(n).user_defined)
     if arch:
         fam = [n for n in names if arch in MODELS.get(n).arch_names]
         if fam:
@@ -191,6 +232,7 @@ def match_config(ckpt: Checkpoint, model: str | None = None) -> str:
     missing / unexpected / mis-shaped keys and the best-matching registered configuration.
     """
     sd = ckpt.state_dict
+    recorded = register_recorded_config(ckpt)
     if model is not None:
         from search_spaces import get_config
 
@@ -198,9 +240,16 @@ def match_config(ckpt: Checkpoint, model: str | None = None) -> str:
         d = _diff(sd, _expected_shapes(model))
         if d.ok:
             return model
-        best, _ = _best_match(sd, _candidates(None))
-        hint = f"; best matching config: '{best}' (use --model {best})" if best and best != model else ""
+        if recorded is not None and recorded != model and _diff(sd, _expected_shapes(recorded)).ok:
+            hint = f"; the file was trained as '{recorded}': set model = \"{recorded}\" in the study"
+        else:
+            best, best_d = _best_match(sd, _candidates(None))
+            hint = (f"; it matches '{best}': set model = \"{best}\" in the study" if best and best != model and best_d.ok
+                    else "; if it is your own configuration, define it under [model_config] in the study "
+                         "(family and arguments such as depth, embed_dim, num_heads)")
         raise CheckpointError(f"checkpoint {ckpt.path} does not match '{model}': {d.describe()}{hint}")
+    if recorded is not None and _diff(sd, _expected_shapes(recorded)).ok:
+        return recorded
     names = _candidates(ckpt.arch)
     best, d = _best_match(sd, names)
     if best is not None and d.ok:
@@ -208,7 +257,7 @@ def match_config(ckpt: Checkpoint, model: str | None = None) -> str:
     best_all, d_all = _best_match(sd, _candidates(None))
     raise CheckpointError(
         f"checkpoint {ckpt.path} matches no registered model; closest is '{best_all}': {d_all.describe()} "
-        "(pass --model NAME, see `hwsearch models`)"
+        "(name a model from `hwsearch models`, or define your own under [model_config] in the study)"
     )
 
 
@@ -249,7 +298,7 @@ def load_model(path: str | Path, model: str | None = None, **overrides: Any) -> 
     except RuntimeError as e:  # overrides (e.g. num_classes) can still change shapes
         first = str(e).strip().splitlines()
         raise CheckpointError(
-            f"checkpoint {path} does not fit '{name}' with overrides {overrides}: {' '.join(first[1:2])[:200]}"
+            f"checkpoint {path} does not fit '{name}' with overrides {overrides}: {' '.join(' '.join(first[1:2]).split())}"
         ) from None
     net.eval()
     functional.invalidate_reset_cache(net)

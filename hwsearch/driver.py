@@ -33,7 +33,8 @@ from hwsearch.loop import run_strategy
 from hwsearch.pareto import pareto_front, trials_frame
 from hwsearch.results import Candidate, Constraints, Result
 from hwsearch.runners import make_runner
-from hwsearch.space import DEFAULT_AXES, DEFAULT_RATES, SearchSpace
+from hwsearch.pruning import ChannelGroup
+from hwsearch.space import ALL_AXES, DEFAULT_AXES, DEFAULT_RATES, SearchSpace
 from hwsearch.strategies import Problem, create_strategy
 from hwsearch.study import PRIORS, Study, load_study
 
@@ -43,7 +44,9 @@ __all__ = ["SearchSetup", "SearchResult", "Confirmation", "prepare", "search", "
 log = logging.getLogger(__name__)
 
 UNREACHABLE = ("budget {what} {limit:g} {unit} is below the smallest reachable model ({best:.4g} {unit} at the "
-               "maximum rates of the searched groups); raise {flag} or search more groups with --axes {axes}")
+               "maximum rates of the searched groups); raise {flag}{more}")
+#: The second fix of UNREACHABLE, when the model has group kinds the search leaves out.
+UNREACHABLE_AXES = " or search more groups with --axes {axes}"
 _FLAGS = {"param_mb": ("--budget-mb", "MB"), "macs_g": ("--budget-macs", "GMACs"), "act_mb": ("--budget-act-mb", "MB")}
 #: Pareto-front entries (best first under the objective) re-measured on the confirmation split.
 CONFIRM_TOP = 5
@@ -165,6 +168,14 @@ class SearchResult:
         return self.baseline_confirm_accuracy - self.best_confirm_accuracy
 
 
+def _definition(config: str) -> dict[str, Any] | None:
+    """The definition a Ray worker needs to re-create a user-defined configuration (None: built-in)."""
+    from search_spaces import get_config
+
+    cfg = get_config(config)
+    return cfg.to_dict() if cfg.user_defined else None
+
+
 def _batches(ds: torch.utils.data.Dataset, batch_size: int, *, staged: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Batches of ``ds`` in order; ``staged``: the first ones smaller (see :data:`_STAGES`)."""
     from hwsearch.data import make_loader
@@ -237,14 +248,17 @@ def prepare(study: Study | str | Path, *, constraints: Mapping[str, Any] | None 
     batches = _batches(eval_ds, study.data.batch_size, staged=True)
     calib: list[tuple[torch.Tensor, torch.Tensor]] = []
     calib_digest = None
-    if bn:
+    if bn or criterion == "taylor":
+        from hwsearch.evaluation import TAYLOR_BATCHES
+
         calib_ds = study_dataset(study, study.data.calib_split)
-        calib = _batches(calib_ds, study.data.batch_size)[:bn]
+        calib = _batches(calib_ds, study.data.batch_size)[:max(bn, TAYLOR_BATCHES if criterion == "taylor" else 0)]
         calib_digest = split_indices_digest(calib_ds)
     spec = EvaluatorSpec(config=loaded.config, model_kwargs=dict(loaded.model.hwsearch_kwargs),
                          state_dict={k: v.clone() for k, v in loaded.model.state_dict().items()}, space=space,
                          batches=batches, constraints=cons, calibration_batches=calib, bn_recalibrate=bn,
-                         stop_drop=cons.max_acc_drop if stop else None)
+                         stop_drop=cons.max_acc_drop if stop else None,
+                         config_def=_definition(loaded.config))
     local = Evaluator(spec)
     base_costs = local.costs({})
     for key, (flag, unit) in _FLAGS.items():  # before any evaluation: is the budget reachable at all?
@@ -252,8 +266,10 @@ def prepare(study: Study | str | Path, *, constraints: Mapping[str, Any] | None 
         if limit is not None:
             best = local.costs(space.max_levels())[key]
             if best > limit:
-                more = ",".join(sorted(set(axes) | {"embed", "heads"}))
-                raise UserError(UNREACHABLE.format(what=key, limit=limit, unit=unit, best=best, flag=flag, axes=more))
+                have = {g.kind for g in local.groups if isinstance(g, ChannelGroup)} & set(ALL_AXES)
+                extra = sorted(have - set(axes))  # only kinds this model has and the search leaves out
+                more = UNREACHABLE_AXES.format(axes=",".join(sorted(have & set(axes)) + extra)) if extra else ""
+                raise UserError(UNREACHABLE.format(what=key, limit=limit, unit=unit, best=best, flag=flag, more=more))
     acc = local.accuracy(local.model)
     spec.baseline_accuracy = acc
     baseline = Result(candidate=Candidate(levels={}, tag="baseline"), status="ok", accuracy=acc, acc_drop=0.0,

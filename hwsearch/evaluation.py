@@ -40,6 +40,10 @@ __all__ = ["EvaluatorSpec", "Evaluator", "cost_metrics", "FAULT_TAGS", "recalibr
 FAULT_TAGS = ("fault:raise", "fault:exit")
 
 
+#: Training batches the taylor criterion accumulates gradients over.
+TAYLOR_BATCHES = 2
+
+
 def cost_metrics(cost: Any) -> dict[str, float]:
     """The cost keys every Result carries, from a ``costmodels.Cost``."""
     return {"params": float(cost.params), "param_mb": float(cost.weight_mb), "macs_g": float(cost.gmacs),
@@ -60,6 +64,7 @@ class EvaluatorSpec:
         calibration_batches: training batches for batch-norm re-estimation (the first
             ``bn_recalibrate`` of them are used; 0: the pruned model keeps the source statistics).
         stop_drop: early-stop limit in points (None: every candidate is measured on every batch).
+        config_def: the definition of a user-defined source configuration (registered in the worker).
     """
 
     config: str
@@ -75,6 +80,7 @@ class EvaluatorSpec:
     calibration_batches: Sequence[tuple[torch.Tensor, torch.Tensor]] = ()
     bn_recalibrate: int = 0
     stop_drop: float | None = None
+    config_def: Mapping[str, Any] | None = None
 
 
 def recalibrate_bn(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], *,
@@ -177,6 +183,10 @@ class Evaluator:
             torch.set_num_threads(spec.threads)
         self.spec = spec
         self.space = spec.space
+        if spec.config_def is not None:  # a Ray worker has not loaded the study that defined it
+            from search_spaces import ensure_config
+
+            ensure_config(spec.config_def)
         model = get_config(spec.config).build(**spec.model_kwargs)
         model.load_state_dict(dict(spec.state_dict), strict=True)
         self.model = model.eval()
@@ -185,7 +195,10 @@ class Evaluator:
         self.compiled = AnalyticCostModel(dtype=spec.constraints.dtype).compile(spec.config, spec.model_kwargs)
 
     def _rank(self) -> dict[str, torch.Tensor]:
-        crit = create_criterion(self.space.criterion)
+        kwargs: dict[str, Any] = {}
+        if self.space.criterion == "taylor":  # gradients on training batches (else the first eval batches)
+            kwargs["batches"] = list(self.spec.calibration_batches or self.spec.batches)[:TAYLOR_BATCHES]
+        crit = create_criterion(self.space.criterion, **kwargs)
         crit.prepare(self.model)
         searched = set(self.space.names())
         return {g.name: crit.scores(self.model, g) for g in self.groups

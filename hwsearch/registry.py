@@ -83,6 +83,15 @@ class Registry(Generic[T]):
             names = [n for n in names if not fnmatch.fnmatchcase(n, exclude)]
         return sorted(names, key=natural_key)
 
+    def list_or_raise(self, pattern: str | None = None) -> list[str]:
+        """:meth:`list`, but a pattern matching nothing raises with close matches (for list commands)."""
+        names = self.list(pattern)
+        if not names and pattern:
+            close = difflib.get_close_matches(pattern, list(self._entries), n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            raise UnknownNameError(f"no {self.kind} matches {pattern!r}{hint} (list them all with: {self.list_command})")
+        return names
+
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 

@@ -88,13 +88,16 @@ def report_markdown(setup: Any, res: Any) -> str:
             lines.append(f"| {r.number} | {r.accuracy:.2f} | {r.acc_drop:.2f} | {r.costs['param_mb']:.4g} | "
                          f"{r.costs['macs_g']:.4g} | {r.costs['act_mb']:.4g} | {r.candidate.tag} |")
         lines.append("")
-    out: Path = setup.run_dir
+    out = Path(getattr(res, "run_dir", None) or setup.run_dir)  # in a comparison: this strategy's folder
     files = [("trials.csv", "every candidate"), ("pareto.csv", "non-dominated feasible candidates"),
              ("pareto.png", "the front"), ("best", "the pruned model"), ("sensitivity.csv", "the shared profile"),
              ("optuna.journal", "open with optuna-dashboard")]
-    present = [f"`{n}{'/' if n == 'best' else ''}` ({what})" for n, what in files
-               if (out / n).exists() or (n == "best" and res.best_model is not None)
-               or (n == "optuna.journal" and (out.parent / n).exists())]
+    present = []
+    for n, what in files:  # only files that are there, named relative to this report
+        if (out / n).exists() or (n == "best" and res.best_model is not None):
+            present.append(f"`{n}{'/' if n == 'best' else ''}` ({what})")
+        elif n in ("sensitivity.csv", "optuna.journal") and (out.parent / n).exists():
+            present.append(f"`../{n}` ({what}, shared by the comparison)")
     lines += ["Files: " + ", ".join(present) + ".", ""]
     return "\n".join(lines)
 

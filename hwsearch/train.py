@@ -86,7 +86,7 @@ def train_model(
     t0 = time.perf_counter()
     torch.manual_seed(spec.seed)
     cfg = get_config(study.model)
-    model = cfg.build(**study.model_args)
+    model = cfg.build()
     train_ds = study_dataset(study, spec.train_split)
     if train_limit is not None:
         train_ds = torch.utils.data.Subset(train_ds, range(min(train_limit, len(train_ds))))  # type: ignore[arg-type]
@@ -102,10 +102,11 @@ def train_model(
         opt, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup)))
     )
     best_acc, best_epoch, best_state = -1.0, -1, copy.deepcopy(model.state_dict())
-    bar = progress_bar(range(n_epochs), desc=f"train {study.model}", enabled=progress, unit="epoch")
-    for epoch in bar:
+    bar = progress_bar(total=n_epochs * len(train_loader), desc=f"train {study.model}", enabled=progress, unit="batch")
+    for epoch in range(n_epochs):
         model.train()
         total_loss, n = 0.0, 0
+        bar.set_description(f"train {study.model} epoch {epoch + 1}/{n_epochs}", refresh=False)
         for x, y in train_loader:
             x = random_shift(x, spec.max_shift, aug_gen)
             functional.reset_net(model)
@@ -117,11 +118,14 @@ def train_model(
             functional.reset_net(model)
             total_loss += float(loss.detach()) * len(y)
             n += len(y)
+            bar.update(1)
+            bar.set_postfix(loss=f"{total_loss / n:.3f}", best=f"{max(best_acc, 0):.2f}", refresh=False)
         val = top1_accuracy(model, _loader(val_ds, 256, shuffle=False, seed=0))
         if val > best_acc:
             best_acc, best_epoch, best_state = val, epoch, copy.deepcopy(model.state_dict())
         bar.set_postfix(loss=f"{total_loss / max(n, 1):.3f}", val=f"{val:.2f}", best=f"{best_acc:.2f}", refresh=False)
         log.info("epoch %d loss %.4f val %.2f", epoch, total_loss / max(n, 1), val)
+    bar.close()
     model.load_state_dict(best_state)
     model.eval()
     test = top1_accuracy(model, _loader(test_ds, 256, shuffle=False, seed=0))
@@ -129,7 +133,7 @@ def train_model(
     if out is not None:
         path = save_checkpoint(
             model, out, arch=cfg.arch_names[0] if cfg.arch_names else cfg.family, epoch=best_epoch,
-            metric=best_acc, hwsearch_config=cfg.name, seed=spec.seed,
+            metric=best_acc, hwsearch_config=cfg.name, hwsearch_model=cfg.to_dict(), seed=spec.seed,
         )
     return model, TrainResult(
         checkpoint=path, best_epoch=best_epoch, val_top1=best_acc, test_top1=test, seconds=time.perf_counter() - t0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,7 +11,13 @@ import torch.nn as nn
 
 from hwsearch.registry import Registry
 
-__all__ = ["ModelConfig", "MODELS", "register_config", "create_model", "list_models", "get_config"]
+__all__ = ["ModelConfig", "MODELS", "register_config", "create_model", "list_models", "get_config",
+           "ENTRY_POINT_GROUP", "load_plugins"]
+
+log = logging.getLogger(__name__)
+
+#: Entry-point group through which installed packages add model families (see :func:`load_plugins`).
+ENTRY_POINT_GROUP = "hwsearch.models"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -29,6 +36,8 @@ class ModelConfig:
         input_shape: shape of one input sample (without batch), e.g. ``(3, 224, 224)``; DVS layouts take
             ``(T, 2, 128, 128)``.
         description: one line for ``hwsearch models``.
+        user_defined: True for configurations defined by a study or a checkpoint rather than by code
+            (see :mod:`search_spaces._user`); their :meth:`to_dict` travels with checkpoints and plans.
     """
 
     name: str
@@ -40,6 +49,12 @@ class ModelConfig:
     arch_names: tuple[str, ...] = ()
     input_shape: tuple[int, ...] = ()
     description: str = ""
+    user_defined: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON- and ``weights_only``-safe definition: enough to re-create this configuration."""
+        return {"schema": 1, "name": self.name, "family": self.family, "layout": self.layout,
+                "kwargs": {k: v for k, v in self.kwargs.items()}}
 
     def build(self, **overrides: Any) -> nn.Module:
         """Construct the model; ``overrides`` set to None are ignored (as in timm's create_model)."""
@@ -60,13 +75,54 @@ def register_config(config: ModelConfig) -> ModelConfig:
 
 
 def get_config(name: str) -> ModelConfig:
-    """The registered configuration ``name`` (unknown names raise with close matches)."""
+    """The registered configuration ``name`` (unknown names raise with close matches).
+
+    A name not registered yet first loads the installed plug-ins (:func:`load_plugins`).
+    """
+    if name not in MODELS:
+        load_plugins()
     return MODELS.get(name)
 
 
 def list_models(pattern: str | None = None, exclude: str | None = None) -> list[str]:
-    """Registered model names matching the fnmatch ``pattern``, naturally sorted."""
+    """Registered model names matching the fnmatch ``pattern``, naturally sorted (plug-ins included)."""
+    load_plugins()
     return MODELS.list(pattern, exclude)
+
+
+_loaded_plugins: set[str] = set()
+
+
+def load_plugins() -> list[str]:
+    """Load every installed ``hwsearch.models`` entry point once; returns the names loaded by this call.
+
+    A package adds a model family by declaring, in its ``pyproject.toml``::
+
+        [project.entry-points."hwsearch.models"]
+        myformer = "myformer.hwsearch_plugin"      # a module, or a module:function called with no args
+
+    Loading the module (or calling the function) must register the family's configurations with
+    :func:`register_config` and its prunable groups with
+    ``hwsearch.pruning.GROUP_DECLARATIONS.add(family, declare_fn)``; for the analytic cost model it may
+    add ``costmodels.FAMILY_BUILDERS[family]``. A plug-in that fails to load is logged and skipped; its
+    names then stay unknown (the unknown-name error still lists the close matches).
+    """
+    from importlib.metadata import entry_points
+
+    loaded = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in _loaded_plugins:
+            continue
+        _loaded_plugins.add(ep.name)
+        try:
+            obj = ep.load()
+            if callable(obj):
+                obj()
+        except Exception as e:  # a broken plug-in must not break the built-in families
+            log.warning("hwsearch plug-in %r (%s) failed to load: %s", ep.name, ep.value, e)
+            continue
+        loaded.append(ep.name)
+    return loaded
 
 
 def create_model(name: str, **overrides: Any) -> nn.Module:

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from hwsearch.commands._values import positive_int, rate_list
 from hwsearch.errors import UserError
 from hwsearch.results import OBJECTIVES
 from hwsearch.space import ALL_AXES, DEFAULT_AXES, DEFAULT_RATES
@@ -78,17 +79,21 @@ def add_search_options(p: argparse.ArgumentParser, *, budgets: bool = True) -> N
                             "parameter memory under --max-acc-drop), accuracy, or a cost to minimise")
         p.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16", "int8", "int4"],
                        help="deployment dtype of the weights for --budget-mb (default: the study's)")
-    p.add_argument("--rates", default=None, metavar="R1,R2,...",
+    p.add_argument("--rates", type=rate_list, default=None, metavar="R1,R2,...",
                    help=f"pruning-rate grid (default: {','.join(f'{r:g}' for r in DEFAULT_RATES[1:])})")
     p.add_argument("--axes", default=None, metavar="KINDS",
                    help=f"group kinds to search, comma-separated from {','.join(ALL_AXES)} "
                         f"(default: {','.join(DEFAULT_AXES)})")
-    p.add_argument("--criterion", default="l2", choices=["l2", "l1", "random"], help="channel ranking (default l2)")
-    p.add_argument("--eval-subset", type=int, default=None, metavar="N",
+    p.add_argument("--criterion", default="l2", choices=["l2", "l1", "taylor", "random"],
+                   help="channel ranking (default l2; taylor uses surrogate gradients on training batches; "
+                        "see `hwsearch criteria`)")
+    p.add_argument("--eval-subset", type=positive_int, default=None, metavar="N",
                    help="evaluate candidates on N seeded samples of the eval split (default: the study's, all)")
-    p.add_argument("--workers", type=int, default=1, metavar="N", help="parallel evaluations on Ray actors, at most the CPU cores of this machine (or of the "
+    p.add_argument("--workers", type=positive_int, default=1, metavar="N",
+                   help="parallel evaluations on Ray actors, at most the CPU cores of this machine (or of the "
                         "cluster with --ray-address); default 1: serial, in this process")
-    p.add_argument("--ray-address", default=None, metavar="ADDR", help="join an existing Ray cluster (HOST:PORT of its head, ray://HOST:10001 or auto; token "
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="join an existing Ray cluster (HOST:PORT of its head, ray://HOST:10001 or auto; token "
                         "authentication needs RAY_AUTH_MODE=token and the cluster's token); default: a private "
                         "local instance on 127.0.0.1, stopped at the end")
     p.add_argument("--seed", type=int, default=0, help="seed of the strategies (default 0)")
@@ -117,12 +122,14 @@ def add_search_options(p: argparse.ArgumentParser, *, budgets: bool = True) -> N
 
 
 def rates_from_args(args: argparse.Namespace) -> tuple[float, ...]:
-    if not args.rates:
+    if args.rates is None:
         return DEFAULT_RATES
-    try:
-        return tuple(float(r) for r in args.rates.split(",") if r.strip())
-    except ValueError:
-        raise UserError(f"--rates must be comma-separated numbers in [0, 1), got {args.rates!r}") from None
+    if isinstance(args.rates, str):  # a Namespace built by hand (tests, scripts)
+        try:
+            return rate_list(args.rates)
+        except argparse.ArgumentTypeError as e:
+            raise UserError(f"--rates: {e}") from None
+    return tuple(args.rates)
 
 
 def axes_from_args(args: argparse.Namespace) -> tuple[str, ...]:
@@ -131,7 +138,11 @@ def axes_from_args(args: argparse.Namespace) -> tuple[str, ...]:
     axes = tuple(a.strip() for a in args.axes.split(",") if a.strip())
     bad = [a for a in axes if a not in ALL_AXES]
     if bad:
-        raise UserError(f"unknown axis '{bad[0]}' in --axes; choose from {','.join(ALL_AXES)}")
+        import difflib
+
+        close = difflib.get_close_matches(bad[0], ALL_AXES, n=1, cutoff=0.5)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise UserError(f"unknown axis '{bad[0]}' in --axes{hint}; choose from {','.join(ALL_AXES)}")
     return axes
 
 

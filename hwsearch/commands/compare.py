@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 
 from hwsearch.commands._base import Command, add_study_argument, study_from_args
+from hwsearch.commands._preflight import check_search_args
+from hwsearch.commands._values import positive_int
 from hwsearch.commands._search_options import (
     add_search_options,
     axes_from_args,
@@ -20,7 +22,7 @@ DEFAULT = "prioritized,sensitivity,knapsack,analytic,local,tpe,nsga2,random"
 def _add(p: argparse.ArgumentParser) -> None:
     add_study_argument(p)
     p.add_argument("--strategies", default=DEFAULT, help=f"comma-separated strategy names (default {DEFAULT})")
-    p.add_argument("--eval-budget", type=int, default=120, metavar="N",
+    p.add_argument("--eval-budget", type=positive_int, default=120, metavar="N",
                    help="new accuracy evaluations per strategy; the shared profile is computed (or reused) once and "
                         "not counted (default 120)")
     p.add_argument("--no-warm-start", action="store_true",
@@ -36,6 +38,15 @@ def _run(args: argparse.Namespace) -> int:
     study = study_from_args(args)
     names = [s.strip() for s in args.strategies.split(",") if s.strip()]
     out = args.out if args.out is not None else Path("runs") / f"{study.name}-compare"
+    if not names:
+        from hwsearch.errors import UserError
+
+        raise UserError(f"--strategies {args.strategies!r} names no strategy; e.g. --strategies prioritized,tpe")
+    from hwsearch.strategies import STRATEGIES
+
+    for name in names:
+        STRATEGIES.get(name)  # unknown names fail before any work, with close matches
+    check_search_args(args, out)
     frame, runs = compare(study, strategies=names, eval_budget=args.eval_budget, constraints=constraints_from_args(args),
                           workers=args.workers, ray_address=args.ray_address, seed=args.seed, out=out,
                           resume=args.resume, axes=axes_from_args(args), rates=rates_from_args(args),

@@ -6,18 +6,20 @@ import argparse
 import json
 from pathlib import Path
 
-from hwsearch.commands._base import Command, add_study_argument, study_from_args
+from hwsearch.commands._base import Command, add_model_dir_argument, add_study_argument, pruned_from_args, study_from_args
+from hwsearch.commands._values import count
 
 
 def _add(p: argparse.ArgumentParser) -> None:
     add_study_argument(p)
+    add_model_dir_argument(p)
     p.add_argument("--plan", type=Path, default=None, help="plan.json to apply (default: the unpruned model)")
     p.add_argument("--per-layer", action="store_true", help="print one row per layer (params, MACs, spikes, SOPs)")
     p.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16", "int8", "int4"],
                    help="deployment dtype for weight memory (default: the study's)")
     p.add_argument("--spike-bits", type=int, default=1, choices=[1, 8, 32],
                    help="bits per stored spike for activation memory (1 = bit-packed, default)")
-    p.add_argument("--sops", type=int, default=0, metavar="N",
+    p.add_argument("--sops", type=count, default=0, metavar="N",
                    help="measure firing rates on N batches of the eval split and add SOPs and energy (default 0: off)")
     p.add_argument("--measured", action="store_true",
                    help="also count on the physically pruned model (fvcore MACs, monitored spikes) and compare")
@@ -39,26 +41,34 @@ def _run(args: argparse.Namespace) -> int:
 
     study = study_from_args(args)
     dtype = args.dtype or study.constraints.dtype
+    if args.model_dir is not None and args.plan is not None:
+        raise UserError("--model-dir already holds its plan; drop --plan (or drop --model-dir to apply a plan)")
     plan = PruningPlan.load(args.plan) if args.plan else None
     if plan is not None and plan.model and plan.model != study.model:
         raise PlanError(f"plan {args.plan} is for '{plan.model}' but the study's model is '{study.model}'")
     need_model = args.sops or args.measured or args.latency
-    loaded = load_study_model(study) if need_model or plan is not None else None
-    model = loaded.model if loaded else None
+    pruned_model = pruned_from_args(args, study) if args.model_dir is not None else None
+    loaded = load_study_model(study) if pruned_model is None and (need_model or plan is not None) else None
+    model = loaded.model if loaded else pruned_model
     widths = None
-    if plan is not None and model is not None:
+    if pruned_model is not None:
+        plan = pruned_model.hwsearch_plan  # the plan it was pruned with (exact indices)
+        widths = plan_widths(None, plan)
+        args.plan = args.model_dir
+    elif plan is not None and model is not None:
         groups = groups_of(model)
         plan = resolve_plan(model, plan, groups)  # exact indices: which blocks go matters for the costs
         widths = plan_widths(groups, plan)
     rates, batches = None, None
     if args.sops:
         batches = list(islice(make_loader(study_dataset(study, study.data.eval_split), study.data.batch_size), args.sops))
-        rates = MeasuredCostModel().firing_rates(model, [x for x, _ in batches])
+        if pruned_model is None:  # rates of the unpruned model, in the numbering the analytic model uses
+            rates = MeasuredCostModel().firing_rates(model, [x for x, _ in batches])
     analytic = AnalyticCostModel(dtype=dtype, spike_bits=args.spike_bits, firing_rates=rates).cost(
-        study.model, widths, model_kwargs=study.model_args)
+        study.model, widths)
     costs = {"analytic": analytic}
     if args.measured or args.latency:
-        pruned = prune(model, plan) if plan else model
+        pruned = pruned_model if pruned_model is not None else prune(model, plan) if plan else model
         if args.measured:
             costs["measured"] = MeasuredCostModel(dtype=dtype, spike_bits=args.spike_bits).measure(
                 pruned, calibration=[x for x, _ in batches] if batches else None)

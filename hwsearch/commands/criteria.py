@@ -15,7 +15,7 @@ def _add(p: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> int:
     from hwsearch.pruning import CRITERIA
 
-    for name in CRITERIA.list(args.pattern):
+    for name in CRITERIA.list_or_raise(args.pattern):
         doc = inspect.getdoc(CRITERIA.get(name)) or ""
         print(f"{name:<8} {doc.splitlines()[0] if doc else ''}")
     return 0

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from hwsearch.commands._base import Command, add_study_argument, study_from_args
+from hwsearch.commands._base import Command, add_model_dir_argument, add_study_argument, pruned_from_args, study_from_args
 
 
 def _add(p: argparse.ArgumentParser) -> None:
     add_study_argument(p)
+    add_model_dir_argument(p)
     p.add_argument("--kind", default=None, help="only groups of this kind (embed, sps, heads, qk, v, mlp, ...)")
     p.add_argument("--random-weights", action="store_true",
                    help="build the model with random weights instead of loading the study's checkpoint")
@@ -49,17 +50,27 @@ def _depth_params(model, g) -> int:  # type: ignore[no-untyped-def]
 def _run(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from hwsearch.errors import UserError
     from search_spaces import get_config
 
     study = study_from_args(args)
-    if args.random_weights:
-        model = get_config(study.model).build(**study.model_args)
+    if args.model_dir is not None:
+        model = pruned_from_args(args, study)
+    elif args.random_weights:
+        model = get_config(study.model).build()
     else:
         from hwsearch.loading import load_study_model
 
         model = load_study_model(study).model
     frame = groups_frame(model)
     if args.kind:
+        kinds = sorted(set(frame["kind"]))
+        if args.kind not in kinds:
+            import difflib
+
+            close = difflib.get_close_matches(args.kind, kinds, n=1, cutoff=0.5)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise UserError(f"--kind {args.kind}: {study.model} has no groups of that kind{hint}; its kinds: {', '.join(kinds)}")
         frame = frame[frame["kind"] == args.kind]
     with pd.option_context("display.max_rows", None, "display.width", 200):
         print(f"{study.model}: {len(frame)} groups")

@@ -17,10 +17,10 @@ def _run(args: argparse.Namespace) -> int:
 
     from search_spaces import get_config, list_models
 
-    names = list_models(args.pattern)
-    if not names:
-        print(f"no model matches '{args.pattern}' (run `hwsearch models` for all)")
-        return 0
+    from search_spaces import MODELS
+
+    list_models()  # loads the installed plug-ins
+    names = MODELS.list_or_raise(args.pattern)
     rows = []
     for name in names:
         cfg = get_config(name)

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 from hwsearch.commands._base import Command, add_study_argument, study_from_args
+from hwsearch.commands._preflight import check_out_dir
+from hwsearch.commands._values import positive_int
 
 
 def _add(p: argparse.ArgumentParser) -> None:
@@ -14,7 +16,7 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plan", type=Path, required=True, help="plan.json: group -> kept count or kept indices")
     p.add_argument("--out", type=Path, required=True, help="folder to write model.pth, architecture.json, plan.json, cost.json")
     p.add_argument("--criterion", default=None, help="ranking for groups given as counts (default: the plan's, l2)")
-    p.add_argument("--calib-batches", type=int, default=2, metavar="N",
+    p.add_argument("--calib-batches", type=positive_int, default=2, metavar="N",
                    help="calibration batches of the eval split for the taylor criterion (default 2)")
 
 
@@ -31,6 +33,7 @@ def _run(args: argparse.Namespace) -> int:
     )
 
     study = study_from_args(args)
+    check_out_dir(args.out)
     plan = PruningPlan.load(args.plan)
     if plan.model and plan.model != study.model:
         raise PlanError(f"plan {args.plan} is for '{plan.model}' but the study's model is '{study.model}'; use the matching study")
@@ -39,7 +42,7 @@ def _run(args: argparse.Namespace) -> int:
         raise PlanError(f"plan {args.plan} was made on checkpoint {plan.checkpoint_sha256[:12]}, not "
                         f"{loaded.checkpoint.sha256[:12]}; re-rank it (give counts) or use the original checkpoint")
     plan = dataclasses.replace(plan, checkpoint_sha256=loaded.checkpoint.sha256, criterion=args.criterion or plan.criterion,
-                               model_kwargs=dict(study.model_args))
+                               model_kwargs={})
     criterion = None
     if plan.criterion == "taylor" and not plan.resolved:
         from itertools import islice

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 from hwsearch.commands._base import Command, add_study_argument, study_from_args
+from hwsearch.commands._preflight import check_search_args
+from hwsearch.commands._values import positive_int
 from hwsearch.commands._search_options import (
     add_search_options,
     axes_from_args,
@@ -20,7 +22,7 @@ def _add(p: argparse.ArgumentParser) -> None:
     add_study_argument(p)
     p.add_argument("--strategy", default=None,
                    help="search strategy (default: the study's [search] strategy, prioritized; see `hwsearch strategies`)")
-    p.add_argument("--trials", type=int, default=None, metavar="N",
+    p.add_argument("--trials", type=positive_int, default=None, metavar="N",
                    help="most new accuracy evaluations, the shared profile not counted (default: the strategy's own "
                         "stopping rule)")
     p.add_argument("--warm-start", type=Path, default=None, metavar="RUN_DIR",
@@ -74,6 +76,11 @@ def _run(args: argparse.Namespace) -> int:
     strategy = args.strategy or study.search.strategy
     STRATEGIES.get(strategy)  # unknown names fail before any work
     out = args.out if args.out is not None else Path("runs") / f"{study.name}-{strategy}"
+    check_search_args(args, out)
+    if args.warm_start is not None and not (args.warm_start / "trials.csv").is_file():
+        from hwsearch.errors import UserError
+
+        raise UserError(f"--warm-start {args.warm_start}: no trials.csv there; pass the directory of a finished run")
     setup = prepare(study, constraints=constraints_from_args(args), axes=axes_from_args(args), rates=rates_from_args(args),
                     criterion=args.criterion, eval_subset=args.eval_subset, run_dir=out, storage=args.storage,
                     progress=not args.quiet, **search_settings(args))

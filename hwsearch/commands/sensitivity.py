@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from hwsearch.commands._base import Command, add_study_argument, study_from_args
+from hwsearch.commands._preflight import check_search_args
 from hwsearch.commands._search_options import add_search_options, axes_from_args, rates_from_args
 
 
@@ -23,6 +24,7 @@ def _run(args: argparse.Namespace) -> int:
 
     study = study_from_args(args)
     out = args.out if args.out is not None else Path("runs") / f"{study.name}-sensitivity"
+    check_search_args(args, out)
     no_budget = {"param_mb": "none", "macs_g": "none", "act_mb": "none"}  # a profile has no cost budget
     setup = prepare(study, constraints=no_budget, axes=axes_from_args(args), rates=rates_from_args(args), criterion=args.criterion,
                     eval_subset=args.eval_subset, run_dir=out, storage=args.storage, progress=not args.quiet,

@@ -15,7 +15,7 @@ def _add(p: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> int:
     from hwsearch.strategies import STRATEGIES
 
-    for name in STRATEGIES.list(args.pattern):
+    for name in STRATEGIES.list_or_raise(args.pattern):
         cls = STRATEGIES.get(name)
         doc = (inspect.getdoc(cls) or "").splitlines()[0] if inspect.getdoc(cls) else ""
         params = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]

@@ -32,6 +32,8 @@ __all__ = [
     "cifar_eval_transform",
     "imagenet_eval_transform",
     "to_tensor_transform",
+    "TRANSFORM_KINDS",
+    "named_transform",
 ]
 
 IMAGENET_MEAN: Final = (0.485, 0.456, 0.406)
@@ -179,6 +181,58 @@ def cifar_eval_transform(
 def to_tensor_transform(*, channels: int = 3) -> EvalTransform:
     """Convert to RGB (or L) and scale to a ``[0, 1]`` float tensor; no resize, crop or normalization."""
     return EvalTransform(channels=channels)
+
+
+#: What a study's ``transform`` may name (``hwsearch/data`` builds each with :func:`named_transform`).
+TRANSFORM_KINDS: Final = ("imagenet", "cifar10", "cifar100", "none", "custom")
+
+
+def named_transform(
+    kind: str,
+    *,
+    img_size: int,
+    channels: int = 3,
+    resize: int | None = None,
+    crop: int | None = None,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+    interpolation: str = "bicubic",
+) -> EvalTransform:
+    """The eval transform a study names, for a model taking ``channels x img_size x img_size``.
+
+    - ``imagenet``: timm's (resize the shorter side to ``img_size / 0.875``, center-crop ``img_size``,
+      ImageNet mean/std; grayscale models get the channel means).
+    - ``cifar10`` / ``cifar100``: no resize or crop, normalise with that dataset's mean/std.
+    - ``none``: no resize, crop or normalisation: pixels scaled to ``[0, 1]``.
+    - ``custom``: exactly ``resize``, ``crop``, ``mean`` and ``std`` (each ``None`` skips its step).
+
+    ``resize``/``crop``/``mean``/``std`` belong to ``custom`` only; with another kind they raise
+    ``ValueError`` (a setting must never be silently ignored).
+
+    >>> named_transform("custom", img_size=32, resize=36, crop=32, mean=(0.5,), std=(0.25,), channels=1).crop
+    32
+    """
+    if kind not in TRANSFORM_KINDS:
+        raise ValueError(f"unknown transform {kind!r}; choose from {', '.join(TRANSFORM_KINDS)}")
+    given = [k for k, v in (("resize", resize), ("crop", crop), ("mean", mean), ("std", std)) if v is not None]
+    if kind != "custom" and given:
+        raise ValueError(f"{', '.join(given)} only apply to transform = 'custom', not {kind!r}; "
+                         "set transform = 'custom' or drop them")
+
+    def fit(values: tuple[float, ...]) -> tuple[float, ...]:
+        return values if channels == 3 else (sum(values) / len(values),)
+
+    if kind == "imagenet":
+        return imagenet_eval_transform(img_size, interpolation=interpolation, mean=fit(IMAGENET_MEAN),
+                                       std=fit(IMAGENET_STD), channels=channels)
+    if kind in ("cifar10", "cifar100"):
+        m, s = (CIFAR10_MEAN, CIFAR10_STD) if kind == "cifar10" else (CIFAR100_MEAN, CIFAR100_STD)
+        return cifar_eval_transform(fit(m), fit(s), channels=channels)
+    if kind == "none":
+        return to_tensor_transform(channels=channels)
+    return EvalTransform(resize=resize, crop=crop, interpolation=interpolation,
+                         mean=None if mean is None else tuple(mean), std=None if std is None else tuple(std),
+                         channels=channels)
 
 
 def _resize_shorter_side(img: Image.Image, size: int, resample: Image.Resampling) -> Image.Image:

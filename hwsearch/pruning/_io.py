@@ -34,12 +34,27 @@ def save_pruned(model: nn.Module, out_dir: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     arch = {"schema": 1, "config": config, "model_kwargs": dict(getattr(model, "hwsearch_kwargs", {})),
             "widths": plan.counts(), "params": sum(p.numel() for p in model.parameters())}
+    from search_spaces import get_config
+
+    source = get_config(config)
+    if source.user_defined:  # a fresh process re-creates the configuration from this file alone
+        arch["definition"] = source.to_dict()
     tmp = out / (WEIGHTS_FILE + ".tmp")
     torch.save(model.state_dict(), tmp)
     os.replace(tmp, out / WEIGHTS_FILE)
     (out / ARCH_FILE).write_text(json.dumps(arch, indent=1, sort_keys=True) + "\n")
     plan.save(out / "plan.json")
     return out
+
+
+def _read_arch(arch_path: Path) -> dict[str, Any]:
+    try:
+        arch = json.loads(arch_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{arch_path} is not valid JSON ({e}); re-create the folder with hwsearch prune") from None
+    if not isinstance(arch, dict) or not isinstance(arch.get("config"), str) or not isinstance(arch.get("widths"), dict):
+        raise CheckpointError(f"{arch_path} lacks `config` and `widths`; re-create the folder with hwsearch prune")
+    return arch
 
 
 def load_pruned(path: str | Path) -> nn.Module:
@@ -53,7 +68,14 @@ def load_pruned(path: str | Path) -> nn.Module:
     arch_path, weights = folder / ARCH_FILE, folder / WEIGHTS_FILE
     if not arch_path.is_file() or not weights.is_file():
         raise CheckpointError(f"no pruned model in {folder}: expected {ARCH_FILE} and {WEIGHTS_FILE} (written by hwsearch prune)")
-    arch: dict[str, Any] = json.loads(arch_path.read_text())
+    arch = _read_arch(arch_path)
+    if isinstance(arch.get("definition"), dict):
+        from search_spaces import ConfigError, ensure_config
+
+        try:
+            ensure_config(arch["definition"], where=str(arch_path))
+        except ConfigError as e:
+            raise CheckpointError(str(e)) from None
     cfg = get_config(arch["config"])
     with torch.device("meta"):
         skeleton = cfg.build(**arch.get("model_kwargs", {}))
@@ -74,11 +96,20 @@ def load_pruned(path: str | Path) -> nn.Module:
         plan = PruningPlan(model=cfg.name, keep=keep)
     shaped = prune(skeleton, plan, groups)
     shaped = shaped.to_empty(device="cpu")
-    state = torch.load(weights, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, corrupt, or a pickle that needs code
+        from hwsearch.checkpoints import _reason
+
+        raise CheckpointError(f"cannot read {weights}: {_reason(e)}; re-create it with hwsearch prune or hwsearch run") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{weights} holds a {type(state).__name__}, not a state_dict; re-create it with hwsearch prune")
     try:
         shaped.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise CheckpointError(f"{weights} does not match {arch_path}: {str(e).splitlines()[0][:200]}") from None
+        detail = " ".join(str(e).split("\n", 2)[1:2]).strip() or str(e).splitlines()[0]
+        raise CheckpointError(f"{weights} does not match {arch_path}: {' '.join(detail.split())}; "
+                              "re-create the folder with hwsearch prune") from None
     shaped.eval()
     functional.invalidate_reset_cache(shaped)
     functional.reset_net(shaped)

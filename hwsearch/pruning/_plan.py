@@ -81,7 +81,20 @@ class PruningPlan:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PruningPlan:
-        schema = int(data.get("schema", SCHEMA))
+        if not isinstance(data, Mapping):
+            raise PlanError(f"a plan is a JSON object with keys model and keep (group -> count or indices), "
+                            f"not a {type(data).__name__}; write one like {{\"model\": \"...\", \"keep\": {{}}}}")
+        raw_schema = data.get("schema", SCHEMA)
+        if isinstance(raw_schema, bool) or not isinstance(raw_schema, int):
+            raise PlanError(f"plan schema must be a whole number (this hwsearch writes {SCHEMA}), got {raw_schema!r}")
+        schema = raw_schema
+        if not isinstance(data.get("keep", {}), Mapping):
+            raise PlanError("plan `keep` must be an object: group -> kept count or list of kept indices")
+        for name, value in dict(data.get("keep", {})).items():
+            ok = (isinstance(value, int) and not isinstance(value, bool)) or (
+                isinstance(value, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in value))
+            if not ok:
+                raise PlanError(f"plan keeps {value!r} for group '{name}'; give a count or a list of kept indices")
         if schema > SCHEMA:
             raise PlanError(f"plan schema {schema} is newer than this hwsearch understands ({SCHEMA}); upgrade hwsearch")
         try:
@@ -114,7 +127,14 @@ class PruningPlan:
         path = Path(path)
         if not path.is_file():
             raise PlanError(f"plan file not found: {path}; pass --plan PATH to a plan.json")
-        return cls.from_json(path.read_text())
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise PlanError(f"cannot read plan {path} ({type(e).__name__}); pass a plan.json written by hwsearch") from None
+        try:
+            return cls.from_json(text)
+        except PlanError as e:
+            raise PlanError(f"{path}: {e}") from None
 
     def digest(self) -> str:
         """Stable hash of the plan (cache key for evaluations)."""

@@ -45,14 +45,25 @@ def test_budget_none_minimises_the_memory_under_the_drop_limit(capsys: pytest.Ca
 
 def test_compare_reports_the_shared_profile_once(capsys: pytest.CaptureFixture[str], quick_study_path: Path,
                                                  tmp_path: Path) -> None:
+    import time
+
     out = tmp_path / "cmp"
+    t0 = time.perf_counter()
     code = main(["compare", "--study", str(quick_study_path), "--strategies", "knapsack,tpe", "--eval-budget", "4",
                  "--budget-mb", "0.55", "--max-acc-drop", "5", "--out", str(out), *QUICK])
+    wall = time.perf_counter() - t0
     assert code == 0
     table = pd.read_csv(out / "comparison.csv")
     assert list(table["strategy"]) == ["(shared profile)", "knapsack", "tpe"]
     assert (table["evaluations"].iloc[1:] <= 4).all()
+    assert table["wall_s"].sum() <= wall + 0.2  # the shared profile is counted once, in its own row
     assert (out / "comparison.png").is_file() and (out / "tpe" / "report.md").is_file()
+    report = (out / "tpe" / "report.md").read_text()
+    assert "| top-1 test split" in report
+    files = report.split("Files: ", 1)[1]
+    for name in ("trials.csv", "pareto.csv", "pareto.png"):
+        assert f"`{name}`" in files and (out / "tpe" / name).is_file()
+    assert "`../optuna.journal`" in files and "`optuna.journal`" not in files  # it lives in the comparison folder
 
 
 def test_sensitivity_ignores_the_study_budget(capsys: pytest.CaptureFixture[str], quick_study_path: Path,

@@ -1,0 +1,51 @@
+"""argparse value types shared by the commands: each rejects a bad value at parse time (exit 2, one line)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+__all__ = ["count", "positive_int", "rate_list", "MAX_RATE"]
+
+#: A rate is the fraction of a group removed; 1 would remove it entirely (min widths forbid that).
+MAX_RATE = 1.0
+
+
+def positive_int(text: str) -> int:
+    """A whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def count(text: str) -> int:
+    """A whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
+def rate_list(text: str) -> tuple[float, ...]:
+    """Comma-separated pruning rates, each in (0, 1), e.g. ``0.25,0.5,0.75``."""
+    parts = [t.strip() for t in text.split(",") if t.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError(f"expected comma-separated rates in (0, 1) such as 0.25,0.5, got {text!r}")
+    rates = []
+    for part in parts:
+        try:
+            value = float(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"rate {part!r} is not a number; give rates in (0, 1) such as 0.25,0.5") from None
+        if not math.isfinite(value) or not 0 < value < MAX_RATE:
+            raise argparse.ArgumentTypeError(
+                f"rate {part} is outside (0, 1): a rate is the fraction of a group removed (0 keeps it, 1 removes it)")
+        rates.append(value)
+    return tuple(sorted(set(rates)))
