@@ -504,7 +504,14 @@ def compare(study: Study | str | Path | None = None, *, strategies: Sequence[str
     runner = make_runner(workers, ray_address)
     with runner:
         runner.start(setup.spec)
-        profile = ensure_profile(setup, runner, file=sensitivity_file, progress=progress)
+        try:
+            profile = ensure_profile(setup, runner, file=sensitivity_file, progress=progress)
+        except KeyboardInterrupt:  # the finished profile evaluations are stored: a resumed compare reuses them
+            out_dir.mkdir(parents=True, exist_ok=True)
+            frame = pd.DataFrame([{"strategy": "(shared profile)", "interrupted": True}])
+            frame.to_csv(out_dir / "comparison.csv", index=False)
+            frame.attrs["interrupted"] = True
+            return frame, []
         base = setup.baseline.costs
         rows.append({"strategy": "(shared profile)", "best_top1": None, "acc_drop": None, "confirm_drop": None,
                      "test_drop": None, "param_mb": None, "memory_saving_%": None, "macs_saving_%": None,
@@ -536,6 +543,7 @@ def compare(study: Study | str | Path | None = None, *, strategies: Sequence[str
             if outcome.interrupted:
                 break
     frame = pd.DataFrame(rows)
+    frame.attrs["interrupted"] = any(r.interrupted for r in runs)
     out_dir.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out_dir / "comparison.csv", index=False)
     shared = {r.candidate.key for r in profile.results}

@@ -52,13 +52,21 @@ def _run(args: argparse.Namespace) -> int:
                           resume=args.resume, axes=axes_from_args(args), rates=rates_from_args(args),
                           criterion=args.criterion, eval_subset=args.eval_subset, sensitivity_file=args.sensitivity,
                           progress=not args.quiet, warm_start=not args.no_warm_start, **search_settings(args))
+    if frame.attrs.get("interrupted"):
+        import sys
+
+        from hwsearch import interrupts
+        from hwsearch.commands.run import resume_command
+
+        if runs:
+            with pd.option_context("display.width", 200, "display.float_format", "{:.3f}".format):
+                print(frame.to_string(index=False))
+        print(f"interrupted: finished evaluations are stored in {out}; continue with:\n  "
+              f"{resume_command(out, getattr(args, '_argv', sys.argv[1:]))}", file=sys.stderr)
+        return interrupts.exit_code()
     with pd.option_context("display.width", 200, "display.float_format", "{:.3f}".format):
         print(frame.to_string(index=False))
     print(f"\nwrote {out / 'comparison.csv'}, {out / 'comparison.png'} and one run directory per strategy")
-    if any(r.interrupted for r in runs):
-        from hwsearch import interrupts
-
-        return interrupts.exit_code()
     return 0
 
 

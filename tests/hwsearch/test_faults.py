@@ -229,3 +229,27 @@ def test_help_loads_no_torch_and_takes_little_cpu() -> None:
     assert loaded == "False" and float(cpu) < 1.0
     proc = subprocess.run([HWSEARCH, "--help"], capture_output=True, text=True, check=True)
     assert "run" in proc.stdout and proc.stderr == ""  # no warning (Triton or other) before argument parsing
+
+
+def test_sigint_while_compare_profiles_then_resume(quick_study_path: Path, tmp_path: Path) -> None:
+    """compare: a signal during the shared profile keeps its evaluations and prints the resume command;
+    the resumed comparison evaluates none of them again."""
+    out = tmp_path / "c"
+    env = {**os.environ, "HWSEARCH_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    argv = ["compare", "--study", str(quick_study_path), "--strategies", "prioritized", "--eval-budget", "2",
+            "--rates", "0.25,0.5", "--eval-subset", "60", "--budget-mb", "0.62", "--out", str(out), "--quiet"]
+    proc = subprocess.Popen([HWSEARCH, *argv], env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _wait(proc, lambda: _trials(out / "optuna.journal", "profile") >= 3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    stored = _trials(out / "optuna.journal", "profile")
+    assert 3 <= stored < PROFILE and pd.read_csv(out / "comparison.csv")["interrupted"].all()
+    resume = shlex.split(err.strip().splitlines()[-1])
+    assert resume[:2] == ["hwsearch", "compare"] and resume[-1] == "--resume"
+    done = subprocess.run([HWSEARCH, *resume[1:]], env=env, text=True, capture_output=True, timeout=300)
+    assert done.returncode in (0, 3), done.stderr
+    assert _trials(out / "optuna.journal", "profile") == PROFILE  # the stored ones were not evaluated again
+    table = pd.read_csv(out / "comparison.csv")
+    assert list(table["strategy"]) == ["(shared profile)", "prioritized"]
+    assert table["evaluations"].iloc[0] == PROFILE - stored
