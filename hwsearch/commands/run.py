@@ -28,6 +28,9 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warm-start", type=Path, default=None, metavar="RUN_DIR",
                    help="tpe/nsga2: evaluate the best feasible candidate of an earlier run first (Optuna enqueue_trial), "
                         "e.g. the prioritized run's directory")
+    p.add_argument("--finetune-epochs", type=positive_int, default=None, metavar="N",
+                   help="after the search, fine-tune the best model for N epochs with distillation from the unpruned "
+                        "one (what `hwsearch finetune RUN_DIR --epochs N` does; default: no fine-tuning)")
     add_search_options(p)
 
 
@@ -120,6 +123,16 @@ def _run(args: argparse.Namespace) -> int:
         limit = setup.constraints.max_acc_drop
         if limit is not None and res.test_drop is not None and res.test_drop > limit:
             print(f"warning        the test drop {res.test_drop:.2f} exceeds --max-acc-drop {limit:g} (see report.md)")
+    if args.finetune_epochs:
+        from hwsearch.finetune import STATE_FILE, finetune
+        from hwsearch.report import append_finetune_section
+
+        out_ft = res.run_dir / "best-finetuned"
+        _, ft = finetune(study, res.run_dir / "best", epochs=args.finetune_epochs, out=out_ft,
+                         resume=(out_ft / STATE_FILE).exists() and args.resume, progress=not args.quiet)
+        append_finetune_section(res.run_dir, ft)
+        print(f"fine-tuned     {ft.out_dir} ({ft.epochs} epochs, kept epoch {ft.best_epoch}): top-1 eval "
+              f"{ft.eval_after:.2f} %, test {ft.test_after:.2f} % (without: {ft.eval_before:.2f} %, {ft.test_before:.2f} %)")
     print(f"report         {res.run_dir / 'report.md'}")
     return 0
 

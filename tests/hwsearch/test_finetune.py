@@ -27,7 +27,8 @@ def tiny_study(quick_study_path: Path, tmp_path_factory: pytest.TempPathFactory)
     text = quick_study_path.read_text()
     for old, new in [('eval_split = "val[:240]"', 'eval_split = "val[:60]"'),
                      ('confirm_split = "val[240:300]"', 'confirm_split = "val[240:270]"'),
-                     ('test_split = "test[:60]"', 'test_split = "test[:30]"')]:
+                     ('test_split = "test[:60]"', 'test_split = "test[:30]"'),
+                     ("[train]\n", '[train]\ntrain_split = "train[:32]"\n')]:
         assert old in text
         text = text.replace(old, new)
     path = tmp_path_factory.mktemp("tiny-study") / "demo-tiny.toml"
@@ -105,3 +106,13 @@ def test_bad_options_exit_2(args: list[str], pruned_dir: Path, capsys: pytest.Ca
 def test_missing_model_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["finetune", str(tmp_path)]) == 2
     assert "no pruned model in" in capsys.readouterr().err
+
+
+def test_run_with_finetune_epochs_fine_tunes_the_answer(tiny_study: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "r"
+    code = main(["run", "--study", str(tiny_study), "--strategy", "prioritized", "--rates", "0.25,0.5",
+                 "--budget-mb", "0.5", "--finetune-epochs", "1", "--out", str(out), "--quiet"])
+    assert code == 0
+    assert "fine-tuned     " in capsys.readouterr().out
+    assert (out / "best-finetuned" / "model.pth").is_file() and "## Fine-tuning" in (out / "report.md").read_text()
