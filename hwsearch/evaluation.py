@@ -7,6 +7,10 @@ measures top-1 on fixed evaluation batches, and attaches the analytic costs (exa
 dense MACs). Everything it needs is plain data (:class:`EvaluatorSpec`), so a Ray worker builds its own
 copy once and evaluates many candidates.
 
+Prefix reuse (:mod:`hwsearch.prefix`): a candidate that leaves the stem and the first blocks unpruned
+replays their stored activations on the evaluation batches instead of recomputing them (identical
+outputs; ``prefix_cache_mb = 0`` switches it off).
+
 Multi-fidelity: the evaluation batches are measured in order and, after each, the evaluator checks
 whether the drop limit is still reachable: if even answering every remaining image correctly would
 leave the drop above ``stop_drop``, the candidate is stopped (status ``stopped``, with the exact upper
@@ -26,6 +30,7 @@ import torch.nn as nn
 from spikingjelly.activation_based import functional
 
 from hwsearch.metrics import correct_per_batch, top1_accuracy
+from hwsearch.prefix import DEFAULT_PREFIX_CACHE_MB, PrefixCache, forward_fn, prefix_length, touched_modules, trace_chain
 from hwsearch.pruning import ChannelGroup, PruningPlan, create_criterion, groups_of, prune, topk_units
 from hwsearch.results import Candidate, Constraints, Result
 from hwsearch.space import SearchSpace
@@ -58,6 +63,9 @@ class EvaluatorSpec:
         calibration_batches: training batches for batch-norm re-estimation (the first
             ``bn_recalibrate`` of them are used; 0: the pruned model keeps the source statistics).
         stop_drop: early-stop limit in points (None: every candidate is measured on every batch).
+        threads: torch threads of the evaluating process (None: leave as set).
+        device: ``cpu`` or ``cuda[:N]`` (resolved already, see :func:`hwsearch.devices.resolve_device`).
+        prefix_cache_mb: memory for stored prefix activations (0: no prefix reuse).
     """
 
     config: str
@@ -73,6 +81,8 @@ class EvaluatorSpec:
     calibration_batches: Sequence[tuple[torch.Tensor, torch.Tensor]] = ()
     bn_recalibrate: int = 0
     stop_drop: float | None = None
+    device: str = "cpu"
+    prefix_cache_mb: float = DEFAULT_PREFIX_CACHE_MB
 
 
 def recalibrate_bn(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], *,
@@ -93,6 +103,7 @@ def recalibrate_bn(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch
         return model
     model.eval()
     momenta = [m.momentum for m in bns]
+    device = next(iter(model.parameters())).device
     for m in bns:
         m.reset_running_stats()
         m.momentum = None
@@ -101,7 +112,7 @@ def recalibrate_bn(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch
         with torch.no_grad():
             for x, _ in batches:
                 functional.reset_net(model)
-                model(x)
+                model(x.to(device))
                 functional.reset_net(model)
     finally:
         for m, mom in zip(bns, momenta):
@@ -129,13 +140,19 @@ class StagedAccuracy:
 
 
 def staged_accuracy(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], *,
-                    baseline: float | None = None, stop_drop: float | None = None) -> StagedAccuracy:
-    """Top-1 over ``batches`` in order, stopping once ``baseline - upper bound > stop_drop`` (exact)."""
-    total = sum(int(y.numel()) for _, y in batches)
+                    baseline: float | None = None, stop_drop: float | None = None,
+                    forward: Any = None, device: torch.device | str | None = None,
+                    total: int | None = None) -> StagedAccuracy:
+    """Top-1 over ``batches`` in order, stopping once ``baseline - upper bound > stop_drop`` (exact).
+
+    ``forward(batch_index, x)`` replaces ``model(x)``; ``total``: the samples in ``batches`` when known
+    (else counted by iterating them once).
+    """
+    total = total if total is not None else sum(int(y.numel()) for _, y in batches)
     if total == 0:
         raise ValueError("staged_accuracy got no samples")
     correct = seen = 0
-    for c, n in correct_per_batch(model, batches):
+    for c, n in correct_per_batch(model, batches, forward=forward, device=device):
         correct += c
         seen += n
         if stop_drop is not None and baseline is not None and seen < total:
@@ -160,12 +177,34 @@ class Evaluator:
             torch.set_num_threads(spec.threads)
         self.spec = spec
         self.space = spec.space
+        self.device = torch.device(spec.device)
         model = get_config(spec.config).build(**spec.model_kwargs)
         model.load_state_dict(dict(spec.state_dict), strict=True)
-        self.model = model.eval()
+        self.model = model.eval().to(self.device)
         self.groups = groups_of(self.model)
         self._scores = self._rank()
         self.compiled = AnalyticCostModel(dtype=spec.constraints.dtype).compile(spec.config, spec.model_kwargs)
+        self.total = sum(int(y.numel()) for _, y in spec.batches)
+        self.prefix: PrefixCache | None = None
+        if spec.prefix_cache_mb > 0 and self.total:
+            x0 = next(iter(spec.batches))[0][:1].to(self.device)
+            self.prefix = PrefixCache(trace_chain(self.model, x0), budget_mb=spec.prefix_cache_mb)
+
+    def reusable_prefix(self, candidate: Candidate) -> int:
+        """How many leading modules of the traced chain the candidate's model shares with the source.
+
+        Exact: the prefix holds no pruned tensor and, with batch-norm re-estimation, ends before the
+        first re-estimated module (a depth-only or empty plan re-estimates everything: no prefix).
+        """
+        if self.prefix is None:
+            return 0
+        chain = self.prefix.chain
+        k = prefix_length(chain, touched_modules(self.groups, self.plan(candidate).keep))
+        if self.spec.bn_recalibrate and candidate.levels:
+            after = self.first_pruned_module(candidate)
+            names = [n for n, _ in self.model.named_modules()]
+            k = min(k, prefix_length(chain, names[names.index(after):]) if after is not None else 0)
+        return k
 
     def _rank(self) -> dict[str, torch.Tensor]:
         crit = create_criterion(self.space.criterion)
@@ -206,7 +245,8 @@ class Evaluator:
         return cost_metrics(self.compiled.cost(self.space.widths(levels), per_layer=False))
 
     def accuracy(self, model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None) -> float:
-        return top1_accuracy(model, batches if batches is not None else self.spec.batches)
+        """Top-1 of ``model`` (on this evaluator's device) on ``batches`` (default: the eval batches)."""
+        return top1_accuracy(model, batches if batches is not None else self.spec.batches, device=self.device)
 
     def __call__(self, candidate: Candidate) -> Result:
         t0 = time.perf_counter()
@@ -218,8 +258,11 @@ class Evaluator:
                     os._exit(3)  # a worker that dies mid-evaluation
                 raise RuntimeError("injected failure")
             with torch.no_grad():
-                staged = staged_accuracy(self.pruned_model(candidate), self.spec.batches,
-                                         baseline=self.spec.baseline_accuracy, stop_drop=self.spec.stop_drop)
+                model = self.pruned_model(candidate)
+                run = forward_fn(self.prefix, model, self.reusable_prefix(candidate))
+                staged = staged_accuracy(model, self.spec.batches, baseline=self.spec.baseline_accuracy,
+                                         stop_drop=self.spec.stop_drop, forward=run, device=self.device,
+                                         total=self.total)
         except KeyboardInterrupt:
             raise
         except Exception as e:  # noqa: BLE001 - one failing candidate must not end the search

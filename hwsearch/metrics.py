@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 import torch.nn as nn
@@ -26,15 +26,25 @@ def param_memory_mb(params: int, dtype: str = "fp32") -> float:
 
 @torch.no_grad()  # torch applies it to each step of the generator, not to the caller between steps
 def correct_per_batch(
-    model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    forward: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
+    device: torch.device | str | None = None,
 ) -> Iterator[tuple[int, int]]:
-    """``(correct, samples)`` of each batch in order (eval mode, no gradients; neurons reset around each)."""
+    """``(correct, samples)`` of each batch in order (eval mode, no gradients; neurons reset around each).
+
+    ``forward(batch_index, x)`` replaces ``model(x)`` (prefix reuse, :mod:`hwsearch.prefix`); ``device``:
+    where the batches are moved before the forward (None: where they are).
+    """
     model.eval()
-    for x, y in batches:
+    for i, (x, y) in enumerate(batches):
+        if device is not None:
+            x = x.to(device, non_blocking=True)
         functional.reset_net(model)
-        logits = model(x)
+        logits = model(x) if forward is None else forward(i, x)
         functional.reset_net(model)
-        yield int((logits.argmax(dim=1) == y).sum()), int(y.numel())
+        yield int((logits.argmax(dim=1).cpu() == y).sum()), int(y.numel())
 
 
 def top1_accuracy(
@@ -44,11 +54,12 @@ def top1_accuracy(
     progress: bool = False,
     desc: str = "evaluate",
     total: int | None = None,
+    device: torch.device | str | None = None,
 ) -> float:
-    """Top-1 accuracy in percent; neurons are reset before and after every batch."""
+    """Top-1 accuracy in percent; neurons are reset before and after every batch (moved to ``device``)."""
     correct = seen = 0
     bar = progress_bar(batches, desc=desc, total=total, enabled=progress, leave=False, unit="batch")
-    for c, n in correct_per_batch(model, bar):
+    for c, n in correct_per_batch(model, bar, device=device):
         correct += c
         seen += n
         bar.set_postfix(top1=f"{100.0 * correct / seen:.2f}", refresh=False)
