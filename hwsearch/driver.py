@@ -75,6 +75,7 @@ class SearchSetup:
     baseline_confirm: float | None = None
     baseline_test: float | None = None
     confirm_top: int = CONFIRM_TOP
+    threads: int | None = None
     _importance: dict[str, list[float]] | None = None
 
     def importance(self) -> dict[str, list[float]]:
@@ -201,14 +202,20 @@ def prepare(study: Study | str | Path, *, constraints: Mapping[str, Any] | None 
             eval_subset: int | None = None, run_dir: str | Path = "runs/latest", storage: str | None = None,
             progress: bool = True, bn_recalibrate: int | None = None, prior: str | None = None,
             objective: str | None = None, early_stop: bool | None = None,
-            confirm_top: int = CONFIRM_TOP) -> SearchSetup:
+            confirm_top: int = CONFIRM_TOP, threads: int | None = None, device: str | None = None) -> SearchSetup:
     """Load the model and data, build the space, measure the baseline, check the budget is reachable.
 
     ``constraints`` override the study's; a value ``"none"`` switches a study's budget off. The other
     keyword arguments override the study's ``[search]`` settings (None: the study's); ``confirm_top``
     is how many results (the answer first, then the Pareto front) are re-measured on confirm and test.
+    ``threads``: torch threads of this process and of each Ray worker (None: the measured default here,
+    :func:`hwsearch.devices.default_threads`, and the cluster's CPUs shared out on Ray); ``device``:
+    ``cpu`` (default), ``cuda[:N]`` or ``auto``.
     """
+    from hwsearch.devices import Compute
     from hwsearch.loading import load_study_model, split_indices_digest, study_dataset
+
+    compute = Compute.resolve(threads=threads, device=device)  # bad values fail before any loading
 
     if not isinstance(study, Study):
         study = load_study(study)
@@ -239,7 +246,8 @@ def prepare(study: Study | str | Path, *, constraints: Mapping[str, Any] | None 
     spec = EvaluatorSpec(config=loaded.config, model_kwargs=dict(loaded.model.hwsearch_kwargs),
                          state_dict={k: v.clone() for k, v in loaded.model.state_dict().items()}, space=space,
                          batches=batches, constraints=cons, calibration_batches=calib, bn_recalibrate=bn,
-                         stop_drop=cons.max_acc_drop if stop else None)
+                         stop_drop=cons.max_acc_drop if stop else None, threads=compute.threads,
+                         device=compute.device)
     local = Evaluator(spec)
     base_costs = local.costs({})
     for key, (flag, unit) in _FLAGS.items():  # before any evaluation: is the budget reachable at all?
@@ -270,7 +278,8 @@ def prepare(study: Study | str | Path, *, constraints: Mapping[str, Any] | None 
     }
     setup = SearchSetup(study=study, space=space, spec=spec, local=local, constraints=cons, baseline=baseline,
                         run_dir=Path(run_dir), storage_url=storage, test_batches=test, confirm_batches=confirm,
-                        fingerprint=fingerprint, objective=obj, prior_mode=prior_mode, confirm_top=confirm_top)
+                        fingerprint=fingerprint, objective=obj, prior_mode=prior_mode, confirm_top=confirm_top,
+                        threads=threads)
     setup.baseline_test = local.accuracy(local.model, test) if test else None
     setup.baseline_confirm = local.accuracy(local.model, confirm) if confirm else None
     return setup
@@ -305,7 +314,7 @@ def finish(setup: SearchSetup, *, strategy: str, results: list[Result], best: Re
     if not interrupted:
         confirmations = _confirm(setup, every, best)
         if best is not None:
-            best_model = setup.local.pruned_model(best.candidate)
+            best_model = setup.local.pruned_model(best.candidate).cpu()
     first = confirmations[0] if confirmations and best is not None else None
     pareto = trials_frame(pareto_front(every), setup.space)
     by_key = {cf.key: cf for cf in confirmations}
@@ -345,7 +354,7 @@ def search(study: Study | str | Path | None = None, *, strategy: str = "prioriti
            strategy_params: Mapping[str, Any] | None = None, setup: SearchSetup | None = None,
            bn_recalibrate: int | None = None, prior: str | None = None, objective: str | None = None,
            early_stop: bool | None = None, warm_start: Sequence[Mapping[str, int]] = (),
-           confirm_top: int = CONFIRM_TOP) -> SearchResult:
+           confirm_top: int = CONFIRM_TOP, threads: int | None = None, device: str | None = None) -> SearchResult:
     """Search pruning plans of ``study``'s model with one strategy; write and return the results.
 
     Args:
@@ -364,6 +373,8 @@ def search(study: Study | str | Path | None = None, *, strategy: str = "prioriti
         sensitivity_file: a sensitivity table to use as the profile (JSON, or the wide / long CSV).
         bn_recalibrate / prior / objective / early_stop: override the study's ``[search]`` settings.
         warm_start: level maps evaluated first by the global strategies.
+        threads / device: torch threads (per process, per Ray worker) and ``cpu``/``cuda``/``auto``
+            (see :func:`prepare`).
     """
     from hwsearch.profiling import ensure_profile
     from hwsearch.study import default_study_path
@@ -375,9 +386,9 @@ def search(study: Study | str | Path | None = None, *, strategy: str = "prioriti
         setup = prepare(study_obj, constraints=constraints, axes=axes, rates=rates, criterion=criterion,
                         eval_subset=eval_subset, run_dir=run_dir, storage=storage, progress=progress,
                         bn_recalibrate=bn_recalibrate, prior=prior, objective=objective, early_stop=early_stop,
-                        confirm_top=confirm_top)
+                        confirm_top=confirm_top, threads=threads, device=device)
     strat = create_strategy(strategy, seed=seed, **dict(strategy_params or {}))
-    runner = make_runner(workers, ray_address)
+    runner = make_runner(workers, ray_address, threads=setup.threads)
     profile = None
     outcome = None
     interrupted = False
@@ -428,7 +439,8 @@ def compare(study: Study | str | Path | None = None, *, strategies: Sequence[str
             sensitivity_file: str | Path | None = None, progress: bool = True, bn_recalibrate: int | None = None,
             prior: str | None = None, objective: str | None = None, early_stop: bool | None = None,
             warm_start: bool = True, setup: SearchSetup | None = None,
-            confirm_top: int = CONFIRM_TOP) -> tuple[pd.DataFrame, list[SearchResult]]:
+            confirm_top: int = CONFIRM_TOP, threads: int | None = None,
+            device: str | None = None) -> tuple[pd.DataFrame, list[SearchResult]]:
     """Run several strategies on one study under the same evaluation budget and seed.
 
     Every strategy gets ``eval_budget`` new accuracy evaluations and the same shared profile (computed or
@@ -453,12 +465,12 @@ def compare(study: Study | str | Path | None = None, *, strategies: Sequence[str
         setup = prepare(study_obj, constraints=constraints, axes=axes, rates=rates, criterion=criterion,
                         eval_subset=eval_subset, run_dir=out_dir, storage=str(out_dir / "optuna.journal"),
                         progress=progress, bn_recalibrate=bn_recalibrate, prior=prior, objective=objective,
-                        early_stop=early_stop, confirm_top=confirm_top)
+                        early_stop=early_stop, confirm_top=confirm_top, threads=threads, device=device)
     out_dir = setup.run_dir
     order = [n for n in WARM_SOURCES if n in strategies] + [n for n in strategies if n not in WARM_SOURCES]
     rows, runs = [], []
     warm: list[dict[str, int]] = []
-    runner = make_runner(workers, ray_address)
+    runner = make_runner(workers, ray_address, threads=setup.threads)
     with runner:
         runner.start(setup.spec)
         profile = ensure_profile(setup, runner, file=sensitivity_file, progress=progress)

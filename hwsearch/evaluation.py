@@ -19,6 +19,7 @@ bound of its accuracy). The bound is exact, so no candidate that would have met 
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -180,14 +181,15 @@ class Evaluator:
         self.device = torch.device(spec.device)
         model = get_config(spec.config).build(**spec.model_kwargs)
         model.load_state_dict(dict(spec.state_dict), strict=True)
-        self.model = model.eval().to(self.device)
+        self.model = model.eval()  # the source stays on the CPU: ranking and slicing; candidates run on device
+        self._source_on_device: nn.Module | None = None
         self.groups = groups_of(self.model)
         self._scores = self._rank()
         self.compiled = AnalyticCostModel(dtype=spec.constraints.dtype).compile(spec.config, spec.model_kwargs)
         self.total = sum(int(y.numel()) for _, y in spec.batches)
         self.prefix: PrefixCache | None = None
         if spec.prefix_cache_mb > 0 and self.total:
-            x0 = next(iter(spec.batches))[0][:1].to(self.device)
+            x0 = next(iter(spec.batches))[0][:1]
             self.prefix = PrefixCache(trace_chain(self.model, x0), budget_mb=spec.prefix_cache_mb)
 
     def reusable_prefix(self, candidate: Candidate) -> int:
@@ -224,8 +226,8 @@ class Evaluator:
                            criterion=base.criterion, model_kwargs=base.model_kwargs)
 
     def pruned_model(self, candidate: Candidate) -> nn.Module:
-        """The candidate's pruned model, batch norms re-estimated when the spec asks for it."""
-        model = prune(self.model, self.plan(candidate), self.groups)
+        """The candidate's pruned model on the evaluator's device, batch norms re-estimated if the spec asks."""
+        model = prune(self.model, self.plan(candidate), self.groups).to(self.device)
         if self.spec.bn_recalibrate and candidate.levels:
             recalibrate_bn(model, list(self.spec.calibration_batches)[: self.spec.bn_recalibrate],
                            after=self.first_pruned_module(candidate))
@@ -245,7 +247,14 @@ class Evaluator:
         return cost_metrics(self.compiled.cost(self.space.widths(levels), per_layer=False))
 
     def accuracy(self, model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None) -> float:
-        """Top-1 of ``model`` (on this evaluator's device) on ``batches`` (default: the eval batches)."""
+        """Top-1 of ``model`` on this evaluator's device on ``batches`` (default: the eval batches).
+
+        The source model (``self.model``) is measured through a copy on the device, so it stays on the CPU.
+        """
+        if model is self.model and self.device.type != "cpu":
+            if self._source_on_device is None:
+                self._source_on_device = copy.deepcopy(self.model).to(self.device)
+            model = self._source_on_device
         return top1_accuracy(model, batches if batches is not None else self.spec.batches, device=self.device)
 
     def __call__(self, candidate: Candidate) -> Result:

@@ -70,9 +70,10 @@ def top1_accuracy(
 
 @torch.no_grad()
 def measure_firing_rates(
-    model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *, max_batches: int | None = None
+    model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *, max_batches: int | None = None,
+    device: torch.device | str | None = None,
 ) -> dict[str, float]:
-    """Mean firing rate of every LIF the forward calls, over the given batches (element-weighted)."""
+    """Mean firing rate of every LIF the forward calls, over the given batches (element-weighted, on ``device``)."""
     model.eval()
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
@@ -81,7 +82,7 @@ def measure_firing_rates(
             if max_batches is not None and i >= max_batches:
                 break
             functional.reset_net(model)
-            model(x)
+            model(x if device is None else x.to(device))
             functional.reset_net(model)
         for name in mon.monitored_layers:
             for total, n in mon[name]:

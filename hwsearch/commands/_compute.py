@@ -6,7 +6,7 @@ import argparse
 
 from hwsearch.devices import DEVICES, Compute
 
-__all__ = ["add_compute_options", "compute_from_args"]
+__all__ = ["add_compute_options", "compute_from_args", "compute_settings"]
 
 
 def _threads(text: str) -> int:
@@ -32,3 +32,8 @@ def add_compute_options(p: argparse.ArgumentParser) -> None:
 def compute_from_args(args: argparse.Namespace) -> Compute:
     """Validate ``--threads`` / ``--device`` (one-line errors) and set this process's torch threads."""
     return Compute.resolve(threads=getattr(args, "threads", None), device=getattr(args, "device", None))
+
+
+def compute_settings(args: argparse.Namespace) -> dict[str, object]:
+    """``threads`` (None: measured default) and ``device`` for :func:`hwsearch.driver.prepare`, unresolved."""
+    return {"threads": getattr(args, "threads", None), "device": getattr(args, "device", None)}

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from hwsearch.commands._base import Command, add_study_argument, study_from_args
+from hwsearch.commands._compute import add_compute_options, compute_from_args
 
 
 def _add(p: argparse.ArgumentParser) -> None:
@@ -17,6 +18,7 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16", "int8", "int4"],
                    help="deployment dtype for the parameter memory (default: the study's, fp32)")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object instead of a table")
+    add_compute_options(p)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -25,12 +27,15 @@ def _run(args: argparse.Namespace) -> int:
     from hwsearch.metrics import count_params, measure_firing_rates, param_memory_mb, top1_accuracy
 
     study = study_from_args(args)
+    compute = compute_from_args(args)
     split = args.split or study.data.test_split
     dtype = args.dtype or study.constraints.dtype
     ds = study_dataset(study, split, subset=args.limit)  # data errors first: cheaper than loading the model
     loaded = load_study_model(study)
+    model = loaded.model.to(compute.device)
     loader = make_loader(ds, batch_size=args.batch_size or study.data.batch_size)
-    top1 = top1_accuracy(loaded.model, loader, progress=not args.json, desc=f"evaluate {split}", total=len(loader))
+    top1 = top1_accuracy(model, loader, progress=not args.json, desc=f"evaluate {split}", total=len(loader),
+                         device=compute.device)
     params = count_params(loaded.model)
     result = {
         "study": study.name, "model": loaded.config, "checkpoint": str(loaded.checkpoint.path),
@@ -38,7 +43,7 @@ def _run(args: argparse.Namespace) -> int:
         "top1": round(top1, 4), "params": params, "dtype": dtype, "param_mb": round(param_memory_mb(params, dtype), 6),
     }
     if args.firing_rates:
-        result["firing_rates"] = measure_firing_rates(loaded.model, loader, max_batches=4)
+        result["firing_rates"] = measure_firing_rates(model, loader, max_batches=4, device=compute.device)
     if args.json:
         print(json.dumps(result))
         return 0

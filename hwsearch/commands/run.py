@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from hwsearch.commands._base import Command, add_study_argument, study_from_args
+from hwsearch.commands._compute import add_compute_options, compute_settings
 from hwsearch.commands._search_options import (
     add_search_options,
     axes_from_args,
@@ -27,6 +28,7 @@ def _add(p: argparse.ArgumentParser) -> None:
                    help="tpe/nsga2: evaluate the best feasible candidate of an earlier run first (Optuna enqueue_trial), "
                         "e.g. the prioritized run's directory")
     add_search_options(p)
+    add_compute_options(p)
 
 
 def warm_start_levels(run_dir: Path, space) -> list[dict[str, int]]:  # type: ignore[no-untyped-def]
@@ -62,7 +64,7 @@ def _run(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else Path("runs") / f"{study.name}-{strategy}"
     setup = prepare(study, constraints=constraints_from_args(args), axes=axes_from_args(args), rates=rates_from_args(args),
                     criterion=args.criterion, eval_subset=args.eval_subset, run_dir=out, storage=args.storage,
-                    progress=not args.quiet, **search_settings(args))
+                    progress=not args.quiet, **search_settings(args), **compute_settings(args))
     params = {}
     if args.warm_start is not None:
         params["warm_start"] = warm_start_levels(args.warm_start, setup.space)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from dataclasses import replace
 from typing import Any
 
 from hwsearch.errors import UserError
@@ -40,16 +41,30 @@ def _actor_class() -> Any:
     return EvalActor
 
 
+def _actor_resources(cluster: dict[str, float], workers: int, threads: int | None, device: str) -> dict[str, Any]:
+    """Ray options of each actor: CPUs (= its torch threads) and, for a CUDA spec, a share of the GPUs."""
+    cpus = threads if threads is not None else max(1, int(cluster.get("CPU", workers)) // workers)
+    options: dict[str, Any] = {"num_cpus": cpus}
+    if device.startswith("cuda"):
+        gpus = float(cluster.get("GPU", 0))
+        if gpus <= 0:
+            raise UserError("--device cuda with Ray: the cluster has no GPU; use --device cpu or add GPU nodes")
+        options["num_gpus"] = min(1.0, gpus / workers)
+    return options
+
+
 class RayRunner(Runner):
     """Evaluates on ``workers`` Ray actors (one CPU thread each by default).
 
     Args:
         workers: number of actors (= candidates evaluated at once).
         address: an existing Ray cluster (``ray://host:10001`` or ``auto``); None starts Ray locally.
-        threads_per_worker: torch threads inside each actor.
+        threads_per_worker: torch threads (and Ray CPUs) of each actor; None: the cluster's CPUs shared out
+            over the workers (at least 1). With a CUDA spec each actor also gets ``num_gpus``: the
+            cluster's GPUs shared out (at most 1 each); Ray sets the actor's visible GPU.
     """
 
-    def __init__(self, *, workers: int = 2, address: str | None = None, threads_per_worker: int = 1) -> None:
+    def __init__(self, *, workers: int = 2, address: str | None = None, threads_per_worker: int | None = 1) -> None:
         self.capacity = workers
         self.workers = workers
         self.address = address
@@ -67,15 +82,18 @@ class RayRunner(Runner):
                 if self.address:
                     ray.init(address=self.address, log_to_driver=False)
                 else:
-                    ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False)
+                    ray.init(num_cpus=self.workers * (self.threads_per_worker or 1), include_dashboard=False,
+                             log_to_driver=False)
             except Exception as e:  # noqa: BLE001 - connection problems are user errors
                 raise UserError(f"cannot start or join Ray ({self.address or 'local'}): {str(e).splitlines()[0]}; "
                                 "check --ray-address or use --workers 1") from None
             self._started_ray = True
-        spec.threads = self.threads_per_worker
-        spec_ref = self._spec_ref = ray.put(spec)  # the weights and batches travel once; kept alive for restarts
+        options = _actor_resources(ray.cluster_resources(), self.workers, self.threads_per_worker, spec.device)
+        spec.threads = options["num_cpus"]
+        shipped = replace(spec, device="cuda") if "num_gpus" in options else spec  # Ray picks the actor's GPU
+        spec_ref = self._spec_ref = ray.put(shipped)  # the weights and batches travel once; kept alive for restarts
         actor_cls = _actor_class()
-        self._actors = [actor_cls.options(num_cpus=1).remote(spec_ref) for _ in range(self.workers)]
+        self._actors = [actor_cls.options(**options).remote(spec_ref) for _ in range(self.workers)]
         ray.get([a.ready.remote() for a in self._actors])
         self._idle = list(self._actors)
 
