@@ -16,7 +16,6 @@ trials and the Pareto front as pandas DataFrames. The flow:
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -27,6 +26,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
+from hwsearch.data import EvalBatches, count_samples, stream_batches
 from hwsearch.errors import UserError
 from hwsearch.evaluation import Evaluator, EvaluatorSpec
 from hwsearch.loop import run_strategy
@@ -164,23 +164,10 @@ class SearchResult:
         return self.baseline_confirm_accuracy - self.best_confirm_accuracy
 
 
-def _batches(ds: torch.utils.data.Dataset, batch_size: int, *, staged: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Batches of ``ds`` in order; ``staged``: the first ones smaller (see :data:`_STAGES`)."""
-    from hwsearch.data import make_loader
-
-    full = [(x, y) for x, y in make_loader(ds, batch_size=batch_size)]
-    if not staged or not full:
-        return full
-    x = torch.cat([b[0] for b in full])
-    y = torch.cat([b[1] for b in full])
-    sizes = [max(1, int(batch_size * f)) for f in _STAGES]
-    out, start = [], 0
-    for size in [*sizes, *([batch_size] * math.ceil(len(y) / batch_size))]:
-        if start >= len(y):
-            break
-        out.append((x[start:start + size], y[start:start + size]))
-        start += size
-    return out
+def _batches(ds: torch.utils.data.Dataset, batch_size: int, *, staged: bool = False) -> EvalBatches:
+    """Batches of ``ds`` in order, streamed (:class:`~hwsearch.data.EvalBatches`: read on demand, uint8
+    until normalised); ``staged``: the first ones smaller (see :data:`_STAGES`)."""
+    return stream_batches(ds, batch_size, stages=_STAGES if staged else ())
 
 
 def resolve_objective(objective: str | None, cons: Constraints) -> str:
@@ -261,7 +248,7 @@ def prepare(study: Study | str | Path, *, constraints: Mapping[str, Any] | None 
     spec.baseline_accuracy = acc
     baseline = Result(candidate=Candidate(levels={}, tag="baseline"), status="ok", accuracy=acc, acc_drop=0.0,
                       costs=base_costs, violations=cons.violations(base_costs, 0.0),
-                      samples=sum(len(y) for _, y in batches))
+                      samples=count_samples(batches))
     test = _batches(study_dataset(study, study.data.test_split), study.data.batch_size)
     confirm = (_batches(study_dataset(study, study.data.confirm_split), study.data.batch_size)
                if study.data.confirm_split else [])

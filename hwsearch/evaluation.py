@@ -30,6 +30,7 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import functional
 
+from hwsearch.data import count_samples
 from hwsearch.metrics import correct_per_batch, top1_accuracy
 from hwsearch.prefix import DEFAULT_PREFIX_CACHE_MB, PrefixCache, forward_fn, prefix_length, touched_modules, trace_chain
 from hwsearch.pruning import ChannelGroup, PruningPlan, create_criterion, groups_of, prune, topk_units
@@ -186,10 +187,10 @@ class Evaluator:
         self.groups = groups_of(self.model)
         self._scores = self._rank()
         self.compiled = AnalyticCostModel(dtype=spec.constraints.dtype).compile(spec.config, spec.model_kwargs)
-        self.total = sum(int(y.numel()) for _, y in spec.batches)
+        self.total = count_samples(spec.batches)
         self.prefix: PrefixCache | None = None
         if spec.prefix_cache_mb > 0 and self.total:
-            x0 = next(iter(spec.batches))[0][:1]
+            x0 = spec.batches[0][0][:1]
             self.prefix = PrefixCache(trace_chain(self.model, x0), budget_mb=spec.prefix_cache_mb)
 
     def reusable_prefix(self, candidate: Candidate) -> int:
