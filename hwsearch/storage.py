@@ -10,9 +10,13 @@ can be resumed from the storage alone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,4 +97,21 @@ class ResultStore:
             if result.stopped and result.accuracy is not None else None,
             constraints=constraints,
         )
-        self.study.add_trial(trial)
+        with _interrupt_after():  # a Ctrl-C inside Optuna's journal lock would leave it half-released
+            self.study.add_trial(trial)
+
+
+@contextlib.contextmanager
+def _interrupt_after() -> Iterator[None]:
+    """Hold SIGINT during the block and raise KeyboardInterrupt right after it (main thread only)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
