@@ -82,7 +82,7 @@ def _demo(args: argparse.Namespace) -> dict[str, object]:
     }
     rng = np.random.default_rng(0)
     workloads = {
-        "profile": sensitivity_candidates(setup.space),
+        "profile": sensitivity_candidates(setup.space)[: args.limit],
         "random": [Candidate(levels={v.name: int(rng.integers(0, len(v.levels))) for v in setup.space.variables})
                    for _ in range(args.random)],
     }
@@ -211,6 +211,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--loader-workers", type=int, default=2)
     ap.add_argument("--skip-big", action="store_true", help="only the demo part")
+    ap.add_argument("--limit", type=int, default=None, help="only the first N profile candidates (quick checks)")
     args = ap.parse_args()
     demo = _demo(args)
     big = _big(args) if not args.skip_big else {}
