@@ -22,7 +22,7 @@ def _add(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from hwsearch.data import make_loader
+    from hwsearch.data import stream_batches
     from hwsearch.loading import load_study_model, study_dataset
     from hwsearch.metrics import count_params, measure_firing_rates, param_memory_mb, top1_accuracy
 
@@ -33,7 +33,7 @@ def _run(args: argparse.Namespace) -> int:
     ds = study_dataset(study, split, subset=args.limit)  # data errors first: cheaper than loading the model
     loaded = load_study_model(study)
     model = loaded.model.to(compute.device)
-    loader = make_loader(ds, batch_size=args.batch_size or study.data.batch_size)
+    loader = stream_batches(ds, args.batch_size or study.data.batch_size)  # read on demand, uint8 until normalised
     top1 = top1_accuracy(model, loader, progress=not args.json, desc=f"evaluate {split}", total=len(loader),
                          device=compute.device)
     params = count_params(loaded.model)
