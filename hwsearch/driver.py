@@ -16,7 +16,6 @@ trials and the Pareto front as pandas DataFrames. The flow:
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -27,6 +26,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
+from hwsearch.data import EvalBatches, count_samples, stream_batches
 from hwsearch.errors import UserError
 from hwsearch.evaluation import Evaluator, EvaluatorSpec
 from hwsearch.loop import run_strategy
@@ -80,6 +80,7 @@ class SearchSetup:
     confirm_top: int = CONFIRM_TOP
     #: successive-halving factor (0: off; see :mod:`hwsearch.halving`).
     halving_eta: float = 0.0
+    threads: int | None = None
     _importance: dict[str, list[float]] | None = None
 
     def importance(self) -> dict[str, list[float]]:
@@ -176,23 +177,10 @@ def _definition(config: str) -> dict[str, Any] | None:
     return cfg.to_dict() if cfg.user_defined else None
 
 
-def _batches(ds: torch.utils.data.Dataset, batch_size: int, *, staged: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Batches of ``ds`` in order; ``staged``: the first ones smaller (see :data:`_STAGES`)."""
-    from hwsearch.data import make_loader
-
-    full = [(x, y) for x, y in make_loader(ds, batch_size=batch_size)]
-    if not staged or not full:
-        return full
-    x = torch.cat([b[0] for b in full])
-    y = torch.cat([b[1] for b in full])
-    sizes = [max(1, int(batch_size * f)) for f in _STAGES]
-    out, start = [], 0
-    for size in [*sizes, *([batch_size] * math.ceil(len(y) / batch_size))]:
-        if start >= len(y):
-            break
-        out.append((x[start:start + size], y[start:start + size]))
-        start += size
-    return out
+def _batches(ds: torch.utils.data.Dataset, batch_size: int, *, staged: bool = False) -> EvalBatches:
+    """Batches of ``ds`` in order, streamed (:class:`~hwsearch.data.EvalBatches`: read on demand, uint8
+    until normalised); ``staged``: the first ones smaller (see :data:`_STAGES`)."""
+    return stream_batches(ds, batch_size, stages=_STAGES if staged else ())
 
 
 def resolve_objective(objective: str | None, cons: Constraints) -> str:
@@ -214,14 +202,21 @@ def prepare(study: Study | str | Path, *, constraints: Mapping[str, Any] | None 
             eval_subset: int | None = None, run_dir: str | Path = "runs/latest", storage: str | None = None,
             progress: bool = True, bn_recalibrate: int | None = None, prior: str | None = None,
             objective: str | None = None, early_stop: bool | None = None,
-            confirm_top: int = CONFIRM_TOP, halving: float | None = None) -> SearchSetup:
+            confirm_top: int = CONFIRM_TOP, halving: float | None = None, threads: int | None = None,
+            device: str | None = None) -> SearchSetup:
     """Load the model and data, build the space, measure the baseline, check the budget is reachable.
 
     ``constraints`` override the study's; a value ``"none"`` switches a study's budget off. The other
     keyword arguments override the study's ``[search]`` settings (None: the study's); ``confirm_top``
     is how many results (the answer first, then the Pareto front) are re-measured on confirm and test.
+    ``threads``: torch threads of this process and of each Ray worker (None: the measured default here,
+    :func:`hwsearch.devices.default_threads`, and the cluster's CPUs shared out on Ray); ``device``:
+    ``cpu`` (default), ``cuda[:N]`` or ``auto``.
     """
+    from hwsearch.devices import Compute
     from hwsearch.loading import load_study_model, split_indices_digest, study_dataset
+
+    compute = Compute.resolve(threads=threads, device=device)  # bad values fail before any loading
 
     if not isinstance(study, Study):
         study = load_study(study)
@@ -258,7 +253,7 @@ def prepare(study: Study | str | Path, *, constraints: Mapping[str, Any] | None 
                          state_dict={k: v.clone() for k, v in loaded.model.state_dict().items()}, space=space,
                          batches=batches, constraints=cons, calibration_batches=calib, bn_recalibrate=bn,
                          stop_drop=cons.max_acc_drop if stop else None,
-                         config_def=_definition(loaded.config))
+                         config_def=_definition(loaded.config), threads=compute.threads, device=compute.device)
     local = Evaluator(spec)
     base_costs = local.costs({})
     for key, (flag, unit) in _FLAGS.items():  # before any evaluation: is the budget reachable at all?
@@ -274,7 +269,7 @@ def prepare(study: Study | str | Path, *, constraints: Mapping[str, Any] | None 
     spec.baseline_accuracy = acc
     baseline = Result(candidate=Candidate(levels={}, tag="baseline"), status="ok", accuracy=acc, acc_drop=0.0,
                       costs=base_costs, violations=cons.violations(base_costs, 0.0),
-                      samples=sum(len(y) for _, y in batches))
+                      samples=count_samples(batches))
     test = _batches(study_dataset(study, study.data.test_split), study.data.batch_size)
     confirm = (_batches(study_dataset(study, study.data.confirm_split), study.data.batch_size)
                if study.data.confirm_split else [])
@@ -294,6 +289,7 @@ def prepare(study: Study | str | Path, *, constraints: Mapping[str, Any] | None 
                         run_dir=Path(run_dir), storage_url=storage, test_batches=test, confirm_batches=confirm,
                         fingerprint=fingerprint, objective=obj, prior_mode=prior_mode, confirm_top=confirm_top,
                         halving_eta=eta)
+                        threads=threads)
     setup.baseline_test = local.accuracy(local.model, test) if test else None
     setup.baseline_confirm = local.accuracy(local.model, confirm) if confirm else None
     return setup
@@ -335,7 +331,7 @@ def finish(setup: SearchSetup, *, strategy: str, results: list[Result], best: Re
         try:
             confirmations = _confirm(setup, every, best)
             if best is not None:
-                best_model = setup.local.pruned_model(best.candidate)
+                best_model = setup.local.pruned_model(best.candidate).cpu()
         except KeyboardInterrupt:
             interrupted, confirmations, best_model = True, [], None
             notes = [*notes, "interrupted while re-measuring the answer on the confirmation and test splits"]
@@ -387,7 +383,8 @@ def search(study: Study | str | Path | None = None, *, strategy: str = "prioriti
            strategy_params: Mapping[str, Any] | None = None, setup: SearchSetup | None = None,
            bn_recalibrate: int | None = None, prior: str | None = None, objective: str | None = None,
            early_stop: bool | None = None, warm_start: Sequence[Mapping[str, int]] = (),
-           confirm_top: int = CONFIRM_TOP, halving: float | None = None) -> SearchResult:
+           confirm_top: int = CONFIRM_TOP, halving: float | None = None, threads: int | None = None,
+           device: str | None = None) -> SearchResult:
     """Search pruning plans of ``study``'s model with one strategy; write and return the results.
 
     Args:
@@ -407,6 +404,8 @@ def search(study: Study | str | Path | None = None, *, strategy: str = "prioriti
         bn_recalibrate / prior / objective / early_stop / halving: override the study's ``[search]``
             settings (``halving``: successive-halving factor, 0 off; :mod:`hwsearch.halving`).
         warm_start: level maps evaluated first by the global strategies.
+        threads / device: torch threads (per process, per Ray worker) and ``cpu``/``cuda``/``auto``
+            (see :func:`prepare`).
     """
     from hwsearch.profiling import ensure_profile
     from hwsearch.study import default_study_path
@@ -418,9 +417,9 @@ def search(study: Study | str | Path | None = None, *, strategy: str = "prioriti
         setup = prepare(study_obj, constraints=constraints, axes=axes, rates=rates, criterion=criterion,
                         eval_subset=eval_subset, run_dir=run_dir, storage=storage, progress=progress,
                         bn_recalibrate=bn_recalibrate, prior=prior, objective=objective, early_stop=early_stop,
-                        confirm_top=confirm_top, halving=halving)
+                        confirm_top=confirm_top, halving=halving, threads=threads, device=device)
     strat = create_strategy(strategy, seed=seed, **dict(strategy_params or {}))
-    runner = make_runner(workers, ray_address)
+    runner = make_runner(workers, ray_address, threads=setup.threads)
     profile = None
     outcome = None
     interrupted = False
@@ -471,7 +470,8 @@ def compare(study: Study | str | Path | None = None, *, strategies: Sequence[str
             sensitivity_file: str | Path | None = None, progress: bool = True, bn_recalibrate: int | None = None,
             prior: str | None = None, objective: str | None = None, early_stop: bool | None = None,
             warm_start: bool = True, setup: SearchSetup | None = None,
-            confirm_top: int = CONFIRM_TOP, halving: float | None = None) -> tuple[pd.DataFrame, list[SearchResult]]:
+            confirm_top: int = CONFIRM_TOP, halving: float | None = None, threads: int | None = None,
+            device: str | None = None) -> tuple[pd.DataFrame, list[SearchResult]]:
     """Run several strategies on one study under the same evaluation budget and seed.
 
     Every strategy gets ``eval_budget`` new accuracy evaluations and the same shared profile (computed or
@@ -496,12 +496,13 @@ def compare(study: Study | str | Path | None = None, *, strategies: Sequence[str
         setup = prepare(study_obj, constraints=constraints, axes=axes, rates=rates, criterion=criterion,
                         eval_subset=eval_subset, run_dir=out_dir, storage=str(out_dir / "optuna.journal"),
                         progress=progress, bn_recalibrate=bn_recalibrate, prior=prior, objective=objective,
-                        early_stop=early_stop, confirm_top=confirm_top, halving=halving)
+                        early_stop=early_stop, confirm_top=confirm_top, halving=halving, threads=threads,
+                        device=device)
     out_dir = setup.run_dir
     order = [n for n in WARM_SOURCES if n in strategies] + [n for n in strategies if n not in WARM_SOURCES]
     rows, runs = [], []
     warm: list[dict[str, int]] = []
-    runner = make_runner(workers, ray_address)
+    runner = make_runner(workers, ray_address, threads=setup.threads)
     with runner:
         runner.start(setup.spec)
         try:

@@ -7,6 +7,10 @@ measures top-1 on fixed evaluation batches, and attaches the analytic costs (exa
 dense MACs). Everything it needs is plain data (:class:`EvaluatorSpec`), so a Ray worker builds its own
 copy once and evaluates many candidates.
 
+Prefix reuse (:mod:`hwsearch.prefix`): a candidate that leaves the stem and the first blocks unpruned
+replays their stored activations on the evaluation batches instead of recomputing them (identical
+outputs; ``prefix_cache_mb = 0`` switches it off).
+
 Multi-fidelity: the evaluation batches are measured in order and, after each, the evaluator checks
 whether the drop limit is still reachable: if even answering every remaining image correctly would
 leave the drop above ``stop_drop``, the candidate is stopped (status ``stopped``, with the exact upper
@@ -17,6 +21,7 @@ fewer correct than the bar after a rung's images is ``halved``.
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -27,7 +32,9 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import functional
 
+from hwsearch.data import count_samples
 from hwsearch.metrics import correct_per_batch, top1_accuracy
+from hwsearch.prefix import DEFAULT_PREFIX_CACHE_MB, PrefixCache, forward_fn, prefix_length, touched_modules, trace_chain
 from hwsearch.pruning import ChannelGroup, PruningPlan, create_criterion, groups_of, prune, topk_units
 from hwsearch.results import Candidate, Constraints, Result
 from hwsearch.space import SearchSpace
@@ -65,6 +72,9 @@ class EvaluatorSpec:
             ``bn_recalibrate`` of them are used; 0: the pruned model keeps the source statistics).
         stop_drop: early-stop limit in points (None: every candidate is measured on every batch).
         config_def: the definition of a user-defined source configuration (registered in the worker).
+        threads: torch threads of the evaluating process (None: leave as set).
+        device: ``cpu`` or ``cuda[:N]`` (resolved already, see :func:`hwsearch.devices.resolve_device`).
+        prefix_cache_mb: memory for stored prefix activations (0: no prefix reuse).
     """
 
     config: str
@@ -81,6 +91,8 @@ class EvaluatorSpec:
     bn_recalibrate: int = 0
     stop_drop: float | None = None
     config_def: Mapping[str, Any] | None = None
+    device: str = "cpu"
+    prefix_cache_mb: float = DEFAULT_PREFIX_CACHE_MB
 
 
 def recalibrate_bn(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], *,
@@ -101,6 +113,7 @@ def recalibrate_bn(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch
         return model
     model.eval()
     momenta = [m.momentum for m in bns]
+    device = next(iter(model.parameters())).device
     for m in bns:
         m.reset_running_stats()
         m.momentum = None
@@ -109,7 +122,7 @@ def recalibrate_bn(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch
         with torch.no_grad():
             for x, _ in batches:
                 functional.reset_net(model)
-                model(x)
+                model(x.to(device))
                 functional.reset_net(model)
     finally:
         for m, mom in zip(bns, momenta):
@@ -144,16 +157,21 @@ class StagedAccuracy:
 
 def staged_accuracy(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], *,
                     baseline: float | None = None, stop_drop: float | None = None,
-                    rungs: Sequence[tuple[int, int]] = ()) -> StagedAccuracy:
+                    forward: Any = None, device: torch.device | str | None = None,
+                    total: int | None = None, rungs: Sequence[tuple[int, int]] = ()) -> StagedAccuracy:
     """Top-1 over ``batches`` in order, stopping once ``baseline - upper bound > stop_drop`` (exact), or
-    (``halved``) once ``seen`` reaches a rung's image count with fewer correct than its bar."""
-    total = sum(int(y.numel()) for _, y in batches)
+    (``halved``) once ``seen`` reaches a rung's image count with fewer correct than its bar.
+
+    ``forward(batch_index, x)`` replaces ``model(x)``; ``total``: the samples in ``batches`` when known
+    (else counted by iterating them once).
+    """
+    total = total if total is not None else sum(int(y.numel()) for _, y in batches)
     if total == 0:
         raise ValueError("staged_accuracy got no samples")
     correct = seen = 0
     stages: list[int] = []
     bars = sorted(rungs)
-    for c, n in correct_per_batch(model, batches):
+    for c, n in correct_per_batch(model, batches, forward=forward, device=device):
         correct += c
         seen += n
         stages.append(correct)
@@ -187,12 +205,35 @@ class Evaluator:
             from search_spaces import ensure_config
 
             ensure_config(spec.config_def)
+        self.device = torch.device(spec.device)
         model = get_config(spec.config).build(**spec.model_kwargs)
         model.load_state_dict(dict(spec.state_dict), strict=True)
-        self.model = model.eval()
+        self.model = model.eval()  # the source stays on the CPU: ranking and slicing; candidates run on device
+        self._source_on_device: nn.Module | None = None
         self.groups = groups_of(self.model)
         self._scores = self._rank()
         self.compiled = AnalyticCostModel(dtype=spec.constraints.dtype).compile(spec.config, spec.model_kwargs)
+        self.total = count_samples(spec.batches)
+        self.prefix: PrefixCache | None = None
+        if spec.prefix_cache_mb > 0 and self.total:
+            x0 = spec.batches[0][0][:1]
+            self.prefix = PrefixCache(trace_chain(self.model, x0), budget_mb=spec.prefix_cache_mb)
+
+    def reusable_prefix(self, candidate: Candidate) -> int:
+        """How many leading modules of the traced chain the candidate's model shares with the source.
+
+        Exact: the prefix holds no pruned tensor and, with batch-norm re-estimation, ends before the
+        first re-estimated module (a depth-only or empty plan re-estimates everything: no prefix).
+        """
+        if self.prefix is None:
+            return 0
+        chain = self.prefix.chain
+        k = prefix_length(chain, touched_modules(self.groups, self.plan(candidate).keep))
+        if self.spec.bn_recalibrate and candidate.levels:
+            after = self.first_pruned_module(candidate)
+            names = [n for n, _ in self.model.named_modules()]
+            k = min(k, prefix_length(chain, names[names.index(after):]) if after is not None else 0)
+        return k
 
     def _rank(self) -> dict[str, torch.Tensor]:
         kwargs: dict[str, Any] = {}
@@ -215,8 +256,8 @@ class Evaluator:
                            criterion=base.criterion, model_kwargs=base.model_kwargs)
 
     def pruned_model(self, candidate: Candidate) -> nn.Module:
-        """The candidate's pruned model, batch norms re-estimated when the spec asks for it."""
-        model = prune(self.model, self.plan(candidate), self.groups)
+        """The candidate's pruned model on the evaluator's device, batch norms re-estimated if the spec asks."""
+        model = prune(self.model, self.plan(candidate), self.groups).to(self.device)
         if self.spec.bn_recalibrate and candidate.levels:
             recalibrate_bn(model, list(self.spec.calibration_batches)[: self.spec.bn_recalibrate],
                            after=self.first_pruned_module(candidate))
@@ -236,7 +277,15 @@ class Evaluator:
         return cost_metrics(self.compiled.cost(self.space.widths(levels), per_layer=False))
 
     def accuracy(self, model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None) -> float:
-        return top1_accuracy(model, batches if batches is not None else self.spec.batches)
+        """Top-1 of ``model`` on this evaluator's device on ``batches`` (default: the eval batches).
+
+        The source model (``self.model``) is measured through a copy on the device, so it stays on the CPU.
+        """
+        if model is self.model and self.device.type != "cpu":
+            if self._source_on_device is None:
+                self._source_on_device = copy.deepcopy(self.model).to(self.device)
+            model = self._source_on_device
+        return top1_accuracy(model, batches if batches is not None else self.spec.batches, device=self.device)
 
     def __call__(self, candidate: Candidate) -> Result:
         t0 = time.perf_counter()
@@ -248,9 +297,11 @@ class Evaluator:
                     os._exit(3)  # a worker that dies mid-evaluation
                 raise RuntimeError("injected failure")
             with torch.no_grad():
-                staged = staged_accuracy(self.pruned_model(candidate), self.spec.batches,
-                                         baseline=self.spec.baseline_accuracy, stop_drop=self.spec.stop_drop,
-                                         rungs=candidate.rungs)
+                model = self.pruned_model(candidate)
+                run = forward_fn(self.prefix, model, self.reusable_prefix(candidate))
+                staged = staged_accuracy(model, self.spec.batches, baseline=self.spec.baseline_accuracy,
+                                         stop_drop=self.spec.stop_drop, forward=run, device=self.device,
+                                         total=self.total, rungs=candidate.rungs)
         except KeyboardInterrupt:
             raise
         except Exception as e:  # noqa: BLE001 - one failing candidate must not end the search

@@ -36,20 +36,21 @@ def level_importance(evaluator: object, batches: Sequence[tuple[torch.Tensor, to
     fisher = {g.name: torch.zeros(g.width, dtype=torch.float64) for g in searched}
     members = {g.name: list(_param_members(model, g)) for g in searched}
     was_training = model.training
+    device = next(iter(model.parameters())).device
     model.eval()
     try:
         for x, y in batches:
             model.zero_grad(set_to_none=True)
             functional.reset_net(model)
             with torch.enable_grad():
-                F.cross_entropy(model(x), y).backward()
+                F.cross_entropy(model(x.to(device)), y.to(device)).backward()
             functional.reset_net(model)
             for g in searched:
                 grad_m = torch.zeros(g.width, dtype=torch.float64)
                 for t, m in members[g.name]:
                     if t.grad is None:
                         continue
-                    prod = (t.detach() * t.grad.detach()).to(torch.float64)
+                    prod = (t.detach() * t.grad.detach()).to("cpu", torch.float64)
                     grad_m += unit_slices(prod, m.dim, m.unit_size, m.offset, g.width).sum(dim=1)
                 fisher[g.name] += grad_m.pow(2)
     finally:

@@ -107,7 +107,9 @@ def run_strategy(setup: Any, strategy: Strategy, runner: Runner, *, study_name: 
     halving = None
     eta = float(getattr(setup, "halving_eta", 0.0) or 0.0)
     if eta and objective == "accuracy" and strategy.halving:
-        halving = Halving(eta, stage_boundaries([int(y.numel()) for _, y in setup.spec.batches]))
+        from hwsearch.data import batch_sizes
+
+        halving = Halving(eta, stage_boundaries(batch_sizes(setup.spec.batches)))
 
     def record(res: Result) -> None:
         nonlocal spent

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 import torch.nn as nn
 from spikingjelly.activation_based import functional, monitor, neuron
+from hwsearch.heap import release_free_heap
 from hwsearch.progress import progress_bar
 
 from hwsearch.study import DTYPE_BYTES
@@ -26,15 +27,28 @@ def param_memory_mb(params: int, dtype: str = "fp32") -> float:
 
 @torch.no_grad()  # torch applies it to each step of the generator, not to the caller between steps
 def correct_per_batch(
-    model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    forward: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
+    device: torch.device | str | None = None,
 ) -> Iterator[tuple[int, int]]:
-    """``(correct, samples)`` of each batch in order (eval mode, no gradients; neurons reset around each)."""
+    """``(correct, samples)`` of each batch in order (eval mode, no gradients; neurons reset around each).
+
+    ``forward(batch_index, x)`` replaces ``model(x)`` (prefix reuse, :mod:`hwsearch.prefix`); ``device``:
+    where the batches are moved before the forward (None: where they are).
+    """
     model.eval()
-    for x, y in batches:
+    for i, (x, y) in enumerate(batches):
+        if device is not None:
+            x = x.to(device, non_blocking=True)
         functional.reset_net(model)
-        logits = model(x)
+        logits = model(x) if forward is None else forward(i, x)
         functional.reset_net(model)
-        yield int((logits.argmax(dim=1) == y).sum()), int(y.numel())
+        correct = int((logits.argmax(dim=1).cpu() == y).sum())
+        del logits, x
+        release_free_heap()  # large models: memory stays at one batch (hwsearch.heap)
+        yield correct, int(y.numel())
 
 
 def top1_accuracy(
@@ -44,11 +58,12 @@ def top1_accuracy(
     progress: bool = False,
     desc: str = "evaluate",
     total: int | None = None,
+    device: torch.device | str | None = None,
 ) -> float:
-    """Top-1 accuracy in percent; neurons are reset before and after every batch."""
+    """Top-1 accuracy in percent; neurons are reset before and after every batch (moved to ``device``)."""
     correct = seen = 0
     bar = progress_bar(batches, desc=desc, total=total, enabled=progress, leave=False, unit="batch")
-    for c, n in correct_per_batch(model, bar):
+    for c, n in correct_per_batch(model, bar, device=device):
         correct += c
         seen += n
         bar.set_postfix(top1=f"{100.0 * correct / seen:.2f}", refresh=False)
@@ -59,9 +74,10 @@ def top1_accuracy(
 
 @torch.no_grad()
 def measure_firing_rates(
-    model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *, max_batches: int | None = None
+    model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *, max_batches: int | None = None,
+    device: torch.device | str | None = None,
 ) -> dict[str, float]:
-    """Mean firing rate of every LIF the forward calls, over the given batches (element-weighted)."""
+    """Mean firing rate of every LIF the forward calls, over the given batches (element-weighted, on ``device``)."""
     model.eval()
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
@@ -70,7 +86,7 @@ def measure_firing_rates(
             if max_batches is not None and i >= max_batches:
                 break
             functional.reset_net(model)
-            model(x)
+            model(x if device is None else x.to(device))
             functional.reset_net(model)
         for name in mon.monitored_layers:
             for total, n in mon[name]:

@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 from hwsearch.atomic import atomic_write_json
+from hwsearch.data import count_samples
 from hwsearch.errors import UserError
 from hwsearch.results import Candidate, Result
 from hwsearch.sensitivity import SensitivityEntry, SensitivityMeta, SensitivityTable, sensitivity_candidates
@@ -189,7 +190,7 @@ def ensure_profile(setup: Any, runner: Any, *, file: str | Path | None = None, p
         raise KeyboardInterrupt
     results = list(outcome.results)
     meta = SensitivityMeta(model=setup.space.model, checkpoint_sha256=setup.space.checkpoint_sha256,
-                           split=str(setup.study.data.eval_split), subset=sum(len(y) for _, y in setup.spec.batches),
+                           split=str(setup.study.data.eval_split), subset=count_samples(setup.spec.batches),
                            rates=tuple(r for r in setup.space.grid if r > 0),
                            extra={"profile_key": key, "criterion": setup.space.criterion})
     table = SensitivityTable.from_results(setup.space, results, float(setup.baseline.accuracy), meta,

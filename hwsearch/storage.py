@@ -13,11 +13,15 @@ alone.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import logging
 import math
+import signal
+import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +114,8 @@ class ResultStore:
         end = datetime.datetime.now()
         trial.datetime_complete = end
         trial.datetime_start = end - datetime.timedelta(seconds=max(0.0, float(result.seconds)))
-        self.study.add_trial(trial)
+        with _interrupt_after():  # a Ctrl-C inside Optuna's journal lock would leave it half-released
+            self.study.add_trial(trial)
 
 
 def param_name(group: str) -> str:
@@ -138,3 +143,19 @@ def _short_attrs(result: Result) -> dict[str, Any]:
     if result.error:
         attrs["error"] = result.error[:120]
     return attrs
+
+
+@contextlib.contextmanager
+def _interrupt_after() -> Iterator[None]:
+    """Hold SIGINT during the block and raise KeyboardInterrupt right after it (main thread only)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt

@@ -65,6 +65,7 @@ def train_model(
     train_limit: int | None = None,
     eval_limit: int | None = None,
     progress: bool = True,
+    device: str | torch.device = "cpu",
 ) -> tuple[nn.Module, TrainResult]:
     """Train ``study.model`` from random init on the study's train split; save the best epoch.
 
@@ -75,6 +76,8 @@ def train_model(
         train_limit: train on only the first N samples of the train split (for quick checks).
         eval_limit: measure val/test top-1 on seeded subsets of N samples (for quick checks).
         progress: show a progress bar.
+        device: where to train (``cpu``, ``cuda``; resolve user input with
+            :func:`hwsearch.devices.resolve_device`). The saved model is on the CPU.
 
     Returns:
         The best model (eval mode) and a :class:`TrainResult`.
@@ -86,7 +89,7 @@ def train_model(
     t0 = time.perf_counter()
     torch.manual_seed(spec.seed)
     cfg = get_config(study.model)
-    model = cfg.build()
+    model = cfg.build().to(device)
     train_ds = study_dataset(study, spec.train_split)
     if train_limit is not None:
         train_ds = torch.utils.data.Subset(train_ds, range(min(train_limit, len(train_ds))))  # type: ignore[arg-type]
@@ -108,7 +111,8 @@ def train_model(
         total_loss, n = 0.0, 0
         bar.set_description(f"train {study.model} epoch {epoch + 1}/{n_epochs}", refresh=False)
         for x, y in train_loader:
-            x = random_shift(x, spec.max_shift, aug_gen)
+            x = random_shift(x, spec.max_shift, aug_gen).to(device)
+            y = y.to(device)
             functional.reset_net(model)
             loss = F.cross_entropy(model(x), y, label_smoothing=spec.label_smoothing)
             opt.zero_grad(set_to_none=True)
@@ -120,7 +124,7 @@ def train_model(
             n += len(y)
             bar.update(1)
             bar.set_postfix(loss=f"{total_loss / n:.3f}", best=f"{max(best_acc, 0):.2f}", refresh=False)
-        val = top1_accuracy(model, _loader(val_ds, 256, shuffle=False, seed=0))
+        val = top1_accuracy(model, _loader(val_ds, 256, shuffle=False, seed=0), device=device)
         if val > best_acc:
             best_acc, best_epoch, best_state = val, epoch, copy.deepcopy(model.state_dict())
         bar.set_postfix(loss=f"{total_loss / max(n, 1):.3f}", val=f"{val:.2f}", best=f"{best_acc:.2f}", refresh=False)
@@ -128,7 +132,8 @@ def train_model(
     bar.close()
     model.load_state_dict(best_state)
     model.eval()
-    test = top1_accuracy(model, _loader(test_ds, 256, shuffle=False, seed=0))
+    test = top1_accuracy(model, _loader(test_ds, 256, shuffle=False, seed=0), device=device)
+    model = model.cpu()
     path = None
     if out is not None:
         path = save_checkpoint(

@@ -8,6 +8,7 @@ from pathlib import Path
 from hwsearch.commands._base import Command, add_study_argument, study_from_args
 from hwsearch.commands._preflight import check_search_args
 from hwsearch.commands._values import positive_int
+from hwsearch.commands._compute import add_compute_options, compute_settings
 from hwsearch.commands._search_options import (
     add_search_options,
     axes_from_args,
@@ -28,6 +29,7 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-warm-start", action="store_true",
                    help="do not hand the greedy, knapsack and analytic answers to the global strategies")
     add_search_options(p)
+    add_compute_options(p)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -51,7 +53,8 @@ def _run(args: argparse.Namespace) -> int:
                           workers=args.workers, ray_address=args.ray_address, seed=args.seed, out=out,
                           resume=args.resume, axes=axes_from_args(args), rates=rates_from_args(args),
                           criterion=args.criterion, eval_subset=args.eval_subset, sensitivity_file=args.sensitivity,
-                          progress=not args.quiet, warm_start=not args.no_warm_start, **search_settings(args))
+                          progress=not args.quiet, warm_start=not args.no_warm_start, **search_settings(args),
+                          **compute_settings(args))
     if frame.attrs.get("interrupted"):
         import sys
 

@@ -7,6 +7,7 @@ import json
 
 from hwsearch.commands._values import positive_int
 from hwsearch.commands._base import Command, add_model_dir_argument, add_study_argument, pruned_from_args, study_from_args
+from hwsearch.commands._compute import add_compute_options, compute_from_args
 
 
 def _add(p: argparse.ArgumentParser) -> None:
@@ -19,14 +20,16 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16", "int8", "int4"],
                    help="deployment dtype for the parameter memory (default: the study's, fp32)")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object instead of a table")
+    add_compute_options(p)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from hwsearch.data import make_loader
+    from hwsearch.data import stream_batches
     from hwsearch.loading import load_study_model, study_dataset
     from hwsearch.metrics import count_params, measure_firing_rates, param_memory_mb, top1_accuracy
 
     study = study_from_args(args)
+    compute = compute_from_args(args)
     split = args.split or study.data.test_split
     dtype = args.dtype or study.constraints.dtype
     ds = study_dataset(study, split, subset=args.limit)  # data errors first: cheaper than loading the model
@@ -41,16 +44,18 @@ def _run(args: argparse.Namespace) -> int:
     else:
         loaded = load_study_model(study)
         model, config, ckpt_path, sha = loaded.model, loaded.config, loaded.checkpoint.path, loaded.checkpoint.sha256
-    loader = make_loader(ds, batch_size=args.batch_size or study.data.batch_size)
-    top1 = top1_accuracy(model, loader, progress=not args.json, desc=f"evaluate {split}", total=len(loader))
     params = count_params(model)
+    model = model.to(compute.device)
+    loader = stream_batches(ds, args.batch_size or study.data.batch_size)  # read on demand, uint8 until normalised
+    top1 = top1_accuracy(model, loader, progress=not args.json, desc=f"evaluate {split}", total=len(loader),
+                         device=compute.device)
     result = {
         "study": study.name, "model": config, "checkpoint": str(ckpt_path),
         "checkpoint_sha256": sha, "split": split, "samples": len(ds),  # type: ignore[arg-type]
         "top1": round(top1, 4), "params": params, "dtype": dtype, "param_mb": round(param_memory_mb(params, dtype), 6),
     }
     if args.firing_rates:
-        result["firing_rates"] = measure_firing_rates(model, loader, max_batches=4)
+        result["firing_rates"] = measure_firing_rates(model, loader, max_batches=4, device=compute.device)
     if args.json:
         print(json.dumps(result))
         return 0

@@ -9,6 +9,7 @@ from pathlib import Path
 from hwsearch.commands._base import Command, add_study_argument, study_from_args
 from hwsearch.commands._preflight import check_search_args
 from hwsearch.commands._values import positive_int
+from hwsearch.commands._compute import add_compute_options, compute_settings
 from hwsearch.commands._search_options import (
     add_search_options,
     axes_from_args,
@@ -32,6 +33,7 @@ def _add(p: argparse.ArgumentParser) -> None:
                    help="after the search, fine-tune the best model for N epochs with distillation from the unpruned "
                         "one (what `hwsearch finetune RUN_DIR --epochs N` does; default: no fine-tuning)")
     add_search_options(p)
+    add_compute_options(p)
 
 
 def warm_start_levels(run_dir: Path, space) -> list[dict[str, int]]:  # type: ignore[no-untyped-def]
@@ -86,7 +88,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(f"--warm-start {args.warm_start}: no trials.csv there; pass the directory of a finished run")
     setup = prepare(study, constraints=constraints_from_args(args), axes=axes_from_args(args), rates=rates_from_args(args),
                     criterion=args.criterion, eval_subset=args.eval_subset, run_dir=out, storage=args.storage,
-                    progress=not args.quiet, **search_settings(args))
+                    progress=not args.quiet, **search_settings(args), **compute_settings(args))
     params = {}
     if args.warm_start is not None:
         params["warm_start"] = warm_start_levels(args.warm_start, setup.space)

@@ -7,12 +7,14 @@ from pathlib import Path
 
 from hwsearch.commands._base import Command, add_study_argument, study_from_args
 from hwsearch.commands._preflight import check_search_args
+from hwsearch.commands._compute import add_compute_options, compute_settings
 from hwsearch.commands._search_options import add_search_options, axes_from_args, rates_from_args
 
 
 def _add(p: argparse.ArgumentParser) -> None:
     add_study_argument(p)
     add_search_options(p, budgets=False)
+    add_compute_options(p)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -29,8 +31,8 @@ def _run(args: argparse.Namespace) -> int:
     setup = prepare(study, constraints=no_budget, axes=axes_from_args(args), rates=rates_from_args(args), criterion=args.criterion,
                     eval_subset=args.eval_subset, run_dir=out, storage=args.storage, progress=not args.quiet,
                     bn_recalibrate=args.bn_recalibrate, prior=args.prior,
-                    early_stop=False if args.no_early_stop else None)
-    with make_runner(args.workers, args.ray_address) as runner:
+                    early_stop=False if args.no_early_stop else None, **compute_settings(args))
+    with make_runner(args.workers, args.ray_address, threads=setup.threads) as runner:
         runner.start(setup.spec)
         profile = ensure_profile(setup, runner, file=args.sensitivity, progress=not args.quiet)
     table = profile.table

@@ -25,6 +25,7 @@ from hwsearch.data._digits import (
 )
 from hwsearch.data._factory import DATASET_KINDS, IMAGEFOLDER_TRANSFORMS, build_dataset, make_loader
 from hwsearch.data._folder import IMG_EXTENSIONS, ImageFolderDataset
+from hwsearch.data._stream import BatchNormalize, EvalBatches, Uint8Transform, batch_sizes, count_samples, stream_batches
 from hwsearch.data._transforms import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -59,6 +60,12 @@ __all__ = [
     "INTERPOLATIONS",
     "TRANSFORM_KINDS",
     "ArrayDataset",
+    "BatchNormalize",
+    "EvalBatches",
+    "Uint8Transform",
+    "batch_sizes",
+    "count_samples",
+    "stream_batches",
     "EvalTransform",
     "EventDataset",
     "ImageFolderDataset",

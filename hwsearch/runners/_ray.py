@@ -13,9 +13,10 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from hwsearch.errors import UserError
 from hwsearch.evaluation import EvaluatorSpec
 from hwsearch.results import Candidate, Result
 from hwsearch.runners._base import Runner
@@ -57,6 +58,18 @@ def _actor_class() -> Any:
     return EvalActor
 
 
+def _actor_resources(cluster: dict[str, float], workers: int, threads: int | None, device: str) -> dict[str, Any]:
+    """Ray options of each actor: CPUs (= its torch threads) and, for a CUDA spec, a share of the GPUs."""
+    cpus = threads if threads is not None else max(1, int(cluster.get("CPU", workers)) // workers)
+    options: dict[str, Any] = {"num_cpus": cpus}
+    if device.startswith("cuda"):
+        gpus = float(cluster.get("GPU", 0))
+        if gpus <= 0:
+            raise UserError("--device cuda with Ray: the cluster has no GPU; use --device cpu or add GPU nodes")
+        options["num_gpus"] = min(1.0, gpus / workers)
+    return options
+
+
 @dataclass(slots=True)
 class RayStats:
     """What happened to the workers during a run."""
@@ -75,12 +88,14 @@ class RayRunner(Runner):
         address: an existing Ray cluster (``HOST:PORT``, ``ray://host:10001`` or ``auto``); None starts a
             private local instance bound to 127.0.0.1 (shut down, with every process it started, by
             :meth:`close`).
-        threads_per_worker: torch threads inside each actor.
+        threads_per_worker: torch threads (and Ray CPUs) of each actor; None: the cluster's CPUs shared out
+            over the workers (at least 1). With a CUDA spec each actor also gets ``num_gpus``: the
+            cluster's GPUs shared out (at most 1 each); Ray sets the actor's visible GPU.
         capacity: candidates in flight at once (default ``workers``); those beyond the ready actors wait
             in the driver.
     """
 
-    def __init__(self, *, workers: int = 2, address: str | None = None, threads_per_worker: int = 1,
+    def __init__(self, *, workers: int = 2, address: str | None = None, threads_per_worker: int | None = 1,
                  capacity: int | None = None) -> None:
         self.capacity = capacity or workers
         self.workers = workers
@@ -103,11 +118,13 @@ class RayRunner(Runner):
     def start(self, spec: EvaluatorSpec) -> None:
         import ray
 
-        self._started_ray = start_ray(self.workers, self.address)
-        spec.threads = self.threads_per_worker
-        self._spec_ref = ray.put(spec)  # the weights and batches travel once; kept alive for restarts
+        self._started_ray = start_ray(self.workers, self.address, self.threads_per_worker)
+        options = _actor_resources(ray.cluster_resources(), self.workers, self.threads_per_worker, spec.device)
+        spec.threads = options["num_cpus"]
+        shipped = replace(spec, device="cuda") if "num_gpus" in options else spec  # Ray picks the actor's GPU
+        self._spec_ref = ray.put(shipped)  # the weights and batches travel once; kept alive for restarts
         actor_cls = _actor_class()
-        self._actors = [actor_cls.options(num_cpus=1).remote() for _ in range(self.workers)]
+        self._actors = [actor_cls.options(**options).remote() for _ in range(self.workers)]
         where = ray.get([a.setup.remote([self._spec_ref]) for a in self._actors])
         self.pids = [pid for pid, _ in where]
         self.stats.nodes = len({node for _, node in where})

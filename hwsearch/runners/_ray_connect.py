@@ -168,18 +168,19 @@ def check_workers(workers: int, address: str | None) -> ClusterInfo | None:
     return None
 
 
-def start_ray(workers: int, address: str | None) -> bool:
+def start_ray(workers: int, address: str | None, threads: int | None = None) -> bool:
     """See :func:`_start_ray`; afterwards SIGINT / SIGTERM are hwsearch's again (``ray.init`` replaces them)."""
     from hwsearch import interrupts
 
     try:
-        return _start_ray(workers, address)
+        return _start_ray(workers, address, threads)
     finally:
         interrupts.reinstall()
 
 
-def _start_ray(workers: int, address: str | None) -> bool:
-    """Join ``address`` or start a private local instance; True when this call initialised Ray here.
+def _start_ray(workers: int, address: str | None, threads: int | None = None) -> bool:
+    """Join ``address`` or start a private local instance (``workers`` x ``threads`` CPUs); True when this
+    call initialised Ray here.
 
     ``ray.shutdown()`` then stops a private instance (every process it started) or only disconnects from a
     joined cluster.
@@ -202,7 +203,7 @@ def _start_ray(workers: int, address: str | None) -> bool:
         return True
     check_workers(workers, None)  # compare and sensitivity come here without the command-line check
     try:
-        ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False,
+        ray.init(address="local", num_cpus=workers * (threads or 1), include_dashboard=False, log_to_driver=False,
                  logging_level=logging.ERROR, _node_ip_address="127.0.0.1")
     except Exception as e:  # noqa: BLE001 - a failed private start is the user's environment
         raise UserError(f"cannot start a private local Ray instance: {str(e).splitlines()[0][:200]}; free space in "

@@ -1,0 +1,39 @@
+"""``--threads`` and ``--device``: one helper for every command that runs the model."""
+
+from __future__ import annotations
+
+import argparse
+
+from hwsearch.devices import DEVICES, Compute
+
+__all__ = ["add_compute_options", "compute_from_args", "compute_settings"]
+
+
+def _threads(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def add_compute_options(p: argparse.ArgumentParser) -> None:
+    """Add ``--threads N`` and ``--device cpu|cuda|auto`` to a command."""
+    p.add_argument("--threads", type=_threads, default=None, metavar="N",
+                   help="torch threads per process (with --workers: per worker; default: measured, the CPUs this "
+                        "process may use minus the current load average, or $OMP_NUM_THREADS when set)")
+    p.add_argument("--device", default="cpu", metavar="|".join(DEVICES),
+                   help="where the model runs: cpu (default), cuda (or cuda:N; fails when no GPU is visible) or "
+                        "auto (cuda when a GPU is visible, else cpu)")
+
+
+def compute_from_args(args: argparse.Namespace) -> Compute:
+    """Validate ``--threads`` / ``--device`` (one-line errors) and set this process's torch threads."""
+    return Compute.resolve(threads=getattr(args, "threads", None), device=getattr(args, "device", None))
+
+
+def compute_settings(args: argparse.Namespace) -> dict[str, object]:
+    """``threads`` (None: measured default) and ``device`` for :func:`hwsearch.driver.prepare`, unresolved."""
+    return {"threads": getattr(args, "threads", None), "device": getattr(args, "device", None)}
