@@ -288,8 +288,7 @@ def prepare(study: Study | str | Path, *, constraints: Mapping[str, Any] | None 
     setup = SearchSetup(study=study, space=space, spec=spec, local=local, constraints=cons, baseline=baseline,
                         run_dir=Path(run_dir), storage_url=storage, test_batches=test, confirm_batches=confirm,
                         fingerprint=fingerprint, objective=obj, prior_mode=prior_mode, confirm_top=confirm_top,
-                        halving_eta=eta)
-                        threads=threads)
+                        halving_eta=eta, threads=threads)
     setup.baseline_test = local.accuracy(local.model, test) if test else None
     setup.baseline_confirm = local.accuracy(local.model, confirm) if confirm else None
     return setup
