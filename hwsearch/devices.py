@@ -14,10 +14,12 @@ import logging
 import os
 import re
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from hwsearch.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["DEVICES", "Compute", "available_cpus", "default_threads", "resolve_device", "apply_threads"]
 
@@ -53,8 +55,10 @@ def default_threads(*, cpus: int | None = None, load: float | None = None) -> in
     return max(1, min(cpus, int(cpus - load + 0.5)))
 
 
-def resolve_device(name: str | None) -> torch.device:
+def resolve_device(name: str | None) -> "torch.device":
     """``cpu``, ``cuda``/``cuda:N`` (must be visible) or ``auto`` (CUDA when visible) -> a torch device."""
+    import torch
+
     name = (name or "cpu").strip().lower()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -74,6 +78,8 @@ def resolve_device(name: str | None) -> torch.device:
 
 def apply_threads(threads: int | None) -> int:
     """Set torch's intra-op threads to ``threads`` (None: :func:`default_threads`); returns the count."""
+    import torch
+
     if threads is not None and threads < 1:
         raise UserError(f"--threads must be at least 1, got {threads}")
     n = threads if threads is not None else default_threads()

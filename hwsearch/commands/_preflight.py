@@ -9,16 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 from pathlib import Path
 
 from hwsearch.errors import UserError
 
-__all__ = ["check_out_dir", "check_out_file", "check_search_args", "MAX_CLUSTER_WORKERS"]
+__all__ = ["check_out_dir", "check_out_file", "check_search_args"]
 
-#: The most parallel evaluations accepted with --ray-address (a cluster); locally, the CPU count.
-MAX_CLUSTER_WORKERS = 1024
-_RAY_CONNECT_TIMEOUT_S = 3.0
 
 
 def _writable_parent(path: Path) -> Path:
@@ -78,23 +74,6 @@ def _check_storage(url: str) -> None:
         check_out_file(Path(rest[1:] or "."), "--storage")
 
 
-def _check_ray_address(address: str) -> None:
-    if address in ("auto", "local"):
-        return
-    target = address.split("://", 1)[1] if "://" in address else address
-    host, sep, port = target.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UserError(f"--ray-address {address!r} is not HOST:PORT (or ray://HOST:PORT, or auto); "
-                        "e.g. 127.0.0.1:6379 as printed by `ray start --head`")
-    try:
-        with socket.create_connection((host, int(port)), timeout=_RAY_CONNECT_TIMEOUT_S):
-            pass
-    except OSError as e:
-        reason = e.strerror or type(e).__name__
-        raise UserError(f"--ray-address {address}: cannot connect ({reason}); start the cluster with `ray start --head` "
-                        "or drop --ray-address to run locally") from None
-
-
 def _check_resume(args: argparse.Namespace, out: Path) -> None:
     url = getattr(args, "storage", None)
     if url and "://" in url and not url.startswith("sqlite:///"):
@@ -120,18 +99,13 @@ def _check_sensitivity(path: Path) -> None:
 
 def check_search_args(args: argparse.Namespace, out: Path) -> None:
     """Every check ``run``, ``compare`` and ``sensitivity`` can make before loading the model."""
-    workers = getattr(args, "workers", 1)
-    address = getattr(args, "ray_address", None)
-    limit = MAX_CLUSTER_WORKERS if address else (os.cpu_count() or 1)
-    if workers > limit:
-        where = "a Ray cluster" if address else f"this machine's {limit} CPU(s)"
-        more = "" if address else ", or join a cluster with --ray-address"
-        raise UserError(f"--workers {workers} exceeds {where}; use at most {limit}{more}")
+    from hwsearch.runners._ray_connect import check_workers
+
     check_out_dir(out)
     if getattr(args, "storage", None):
         _check_storage(args.storage)
-    if address:
-        _check_ray_address(address)
+    # --workers against this machine's cores, or a bounded trial join of --ray-address and its CPUs
+    check_workers(getattr(args, "workers", 1), getattr(args, "ray_address", None))
     if getattr(args, "resume", False):
         _check_resume(args, out)
     if getattr(args, "sensitivity", None) is not None:

@@ -73,10 +73,8 @@ def resume_command(run_dir: Path, argv: list[str]) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     from hwsearch.driver import prepare, search
-    from hwsearch.runners import check_workers
     from hwsearch.strategies import STRATEGIES
 
-    check_workers(args.workers, args.ray_address)  # a trial join of --ray-address too, before any model is loaded
     study = study_from_args(args)
     strategy = args.strategy or study.search.strategy
     STRATEGIES.get(strategy)  # unknown names fail before any work

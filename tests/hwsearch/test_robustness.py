@@ -155,9 +155,9 @@ CASES: dict[str, tuple[tuple[str, ...], str]] = {
     "rates-one": (("run", "--study", "ok.toml", "--rates", "1", *E), "outside (0, 1)"),
     "rates-letters": (("run", "--study", "ok.toml", "--rates", "a,b", *E), "not a number"),
     "trials-zero": (("run", "--study", "ok.toml", "--trials", "0", *E), ">= 1"),
-    "workers-absurd": (("run", "--study", "ok.toml", "--workers", "1000", *E), "use at most"),
+    "workers-absurd": (("run", "--study", "ok.toml", "--workers", "1000", *E), "exceeds the"),
     # cluster, storage, resume, output
-    "ray-unreachable": (("run", "--study", "ok.toml", "--ray-address", "127.0.0.1:9", *E), "cannot connect"),
+    "ray-unreachable": (("run", "--study", "ok.toml", "--ray-address", "127.0.0.1:9", *E), "nothing is listening there"),
     "storage-bogus": (("run", "--study", "ok.toml", "--storage", "bogus", *E), "neither an Optuna URL"),
     "resume-nothing-ran": (("run", "--study", "ok.toml", "--resume", "--out", "fresh"), "nothing ran yet"),
     "out-is-file": (("run", "--study", "ok.toml", "--out", "a_file"), "is a file, not a folder"),
