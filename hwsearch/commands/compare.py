@@ -33,10 +33,6 @@ def _add(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from hwsearch.driver import compare
-
     study = study_from_args(args)
     names = [s.strip() for s in args.strategies.split(",") if s.strip()]
     out = args.out if args.out is not None else Path("runs") / f"{study.name}-compare"
@@ -49,6 +45,10 @@ def _run(args: argparse.Namespace) -> int:
     for name in names:
         STRATEGIES.get(name)  # unknown names fail before any work, with close matches
     check_search_args(args, out)
+    import pandas as pd
+
+    from hwsearch.driver import compare  # torch and the models: only once the input is known to be good
+
     frame, runs = compare(study, strategies=names, eval_budget=args.eval_budget, constraints=constraints_from_args(args),
                           workers=args.workers, ray_address=args.ray_address, seed=args.seed, out=out,
                           resume=args.resume, axes=axes_from_args(args), rates=rates_from_args(args),

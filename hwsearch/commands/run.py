@@ -72,7 +72,6 @@ def resume_command(run_dir: Path, argv: list[str]) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from hwsearch.driver import prepare, search
     from hwsearch.strategies import STRATEGIES
 
     study = study_from_args(args)
@@ -84,6 +83,7 @@ def _run(args: argparse.Namespace) -> int:
         from hwsearch.errors import UserError
 
         raise UserError(f"--warm-start {args.warm_start}: no trials.csv there; pass the directory of a finished run")
+    from hwsearch.driver import prepare, search  # torch and the models: only once the input is known to be good
     setup = prepare(study, constraints=constraints_from_args(args), axes=axes_from_args(args), rates=rates_from_args(args),
                     criterion=args.criterion, eval_subset=args.eval_subset, run_dir=out, storage=args.storage,
                     progress=not args.quiet, **search_settings(args), **compute_settings(args))

@@ -18,15 +18,15 @@ def _add(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from hwsearch.driver import prepare
-    from hwsearch.profiling import ensure_profile
-    from hwsearch.runners import make_runner
-
     study = study_from_args(args)
     out = args.out if args.out is not None else Path("runs") / f"{study.name}-sensitivity"
     check_search_args(args, out)
+    import pandas as pd
+
+    from hwsearch.driver import prepare  # torch and the models: only once the input is known to be good
+    from hwsearch.profiling import ensure_profile
+    from hwsearch.runners import make_runner
+
     no_budget = {"param_mb": "none", "macs_g": "none", "act_mb": "none"}  # a profile has no cost budget
     setup = prepare(study, constraints=no_budget, axes=axes_from_args(args), rates=rates_from_args(args), criterion=args.criterion,
                     eval_subset=args.eval_subset, run_dir=out, storage=args.storage, progress=not args.quiet,
