@@ -29,7 +29,7 @@ import torch.nn as nn
 from hwsearch.data import EvalBatches, count_samples, stream_batches
 from hwsearch.errors import UserError
 from hwsearch.evaluation import Evaluator, EvaluatorSpec
-from hwsearch.loop import run_strategy
+from hwsearch.loop import check_stored_runs, run_strategy
 from hwsearch.pareto import pareto_front, trials_frame
 from hwsearch.results import Candidate, Constraints, Result
 from hwsearch.runners import make_runner
@@ -418,6 +418,8 @@ def search(study: Study | str | Path | None = None, *, strategy: str = "prioriti
                         bn_recalibrate=bn_recalibrate, prior=prior, objective=objective, early_stop=early_stop,
                         confirm_top=confirm_top, halving=halving, threads=threads, device=device)
     strat = create_strategy(strategy, seed=seed, **dict(strategy_params or {}))
+    if resume:
+        check_stored_runs(setup, [strategy])  # a mismatch is reported before the profile, not after
     runner = make_runner(workers, ray_address, threads=setup.threads)
     profile = None
     outcome = None
@@ -501,6 +503,8 @@ def compare(study: Study | str | Path | None = None, *, strategies: Sequence[str
     order = [n for n in WARM_SOURCES if n in strategies] + [n for n in strategies if n not in WARM_SOURCES]
     rows, runs = [], []
     warm: list[dict[str, int]] = []
+    if resume:
+        check_stored_runs(setup, order)  # a mismatch is reported before the profile, not after
     runner = make_runner(workers, ray_address, threads=setup.threads)
     with runner:
         runner.start(setup.spec)

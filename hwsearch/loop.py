@@ -23,7 +23,7 @@ from hwsearch.runners import Runner
 from hwsearch.storage import ResultStore, open_storage
 from hwsearch.strategies import Problem, Strategy
 
-__all__ = ["run_strategy", "LoopOutcome", "check_fingerprint"]
+__all__ = ["run_strategy", "LoopOutcome", "check_fingerprint", "check_stored_runs"]
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,25 @@ class LoopOutcome:
         self.fresh = fresh
 
 
+def check_stored_runs(setup: Any, names: Sequence[str]) -> None:
+    """Before any evaluation: refuse to resume when a stored run of one of ``names`` has another fingerprint
+    (so a mismatch is reported before the shared profile is computed, not after)."""
+    import optuna
+
+    storage = open_storage(setup.run_dir, setup.storage_url)
+    existing = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    for name in names:
+        if name in existing:
+            study = optuna.load_study(study_name=name, storage=storage)
+            _compare_fingerprints(study.user_attrs.get("fingerprint"), setup.fingerprint, name, str(setup.run_dir))
+
+
 def check_fingerprint(store: ResultStore, fingerprint: Mapping[str, Any], name: str, where: str) -> None:
     """Refuse to resume a stored run measured under another space, grid, checkpoint, criterion or data."""
-    raw = store.study.user_attrs.get("fingerprint")
+    _compare_fingerprints(store.study.user_attrs.get("fingerprint"), fingerprint, name, where)
+
+
+def _compare_fingerprints(raw: str | None, fingerprint: Mapping[str, Any], name: str, where: str) -> None:
     if raw is None:
         return
     old = json.loads(raw)
