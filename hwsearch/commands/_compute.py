@@ -4,24 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from hwsearch.commands._values import positive_int
 from hwsearch.devices import DEVICES, Compute
 
 __all__ = ["add_compute_options", "compute_from_args", "compute_settings"]
 
 
-def _threads(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
-
-
 def add_compute_options(p: argparse.ArgumentParser) -> None:
     """Add ``--threads N`` and ``--device cpu|cuda|auto`` to a command."""
-    p.add_argument("--threads", type=_threads, default=None, metavar="N",
+    p.add_argument("--threads", type=positive_int, default=None, metavar="N",
                    help="torch threads per process (with --workers: per worker; default: measured, the CPUs this "
                         "process may use minus the current load average, or $OMP_NUM_THREADS when set)")
     p.add_argument("--device", default="cpu", metavar="|".join(DEVICES),

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from hwsearch.commands._values import positive_int, rate_list
+from hwsearch.commands._values import count, positive_int, rate_list
 from hwsearch.errors import UserError
 from hwsearch.results import OBJECTIVES
 from hwsearch.space import ALL_AXES, DEFAULT_AXES, DEFAULT_RATES
@@ -39,16 +39,6 @@ def _drop(text: str) -> float | str:
         raise argparse.ArgumentTypeError(f"expected percentage points in [0, 100] or 'none', got {text!r}") from None
     if not math.isfinite(value) or not 0 <= value <= 100:
         raise argparse.ArgumentTypeError(f"expected percentage points in [0, 100] or 'none', got {text!r}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
     return value
 
 
@@ -107,7 +97,7 @@ def add_search_options(p: argparse.ArgumentParser, *, budgets: bool = True) -> N
     p.add_argument("--prior", default=None, choices=list(PRIORS),
                    help="how strategies use the shared sensitivity profile: exclude (default: levels a group cannot "
                         "tolerate alone are left out), weight (drawn less often), none")
-    p.add_argument("--bn-recalibrate", type=_count, default=None, metavar="N",
+    p.add_argument("--bn-recalibrate", type=count, default=None, metavar="N",
                    help="re-estimate each candidate's batch-norm statistics on N training batches before scoring "
                         "(0: off; default: the study's [search] bn_recalibrate)")
     p.add_argument("--no-early-stop", action="store_true",

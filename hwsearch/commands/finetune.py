@@ -3,58 +3,28 @@
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 from hwsearch.commands._base import Command, add_study_argument, study_from_args
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
-    return value
+from hwsearch.commands._values import fraction, positive_float, positive_int
 
 
 def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR",
                    help="a run directory of `hwsearch run` (its best/ model is fine-tuned), or a pruned-model folder")
     add_study_argument(p)
-    p.add_argument("--epochs", type=_positive_int, default=3, help="training epochs (default 3)")
+    p.add_argument("--epochs", type=positive_int, default=3, help="training epochs (default 3)")
     p.add_argument("--loss", choices=["kd", "ce"], default="kd",
                    help="kd: distillation from the unpruned model plus cross-entropy (default); ce: cross-entropy")
-    p.add_argument("--lr", type=_positive_float, default=None,
+    p.add_argument("--lr", type=positive_float, default=None,
                    help="AdamW learning rate, cosine schedule (default: a quarter of the study's [train] lr)")
-    p.add_argument("--temperature", type=_positive_float, default=4.0, help="distillation temperature (default 4)")
-    p.add_argument("--alpha", type=_fraction, default=0.5, help="weight of the distillation term, 0-1 (default 0.5)")
+    p.add_argument("--temperature", type=positive_float, default=4.0, help="distillation temperature (default 4)")
+    p.add_argument("--alpha", type=fraction, default=0.5, help="weight of the distillation term, 0-1 (default 0.5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the shuffling and augmentation (default 0)")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="output folder (default: RUN_DIR/best-finetuned, next to best/)")
     p.add_argument("--resume", action="store_true", help="continue a fine-tuning run stopped in --out")
-    p.add_argument("--train-limit", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--train-limit", type=positive_int, default=None, metavar="N",
                    help="train on the first N samples of the training split only (quick checks)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
