@@ -449,6 +449,21 @@ def search(study: Study | str | Path | None = None, *, strategy: str = "prioriti
                   evaluations=outcome.new_evaluations, interrupted=interrupted, profile=profile)
 
 
+def _finetune_columns(setup: SearchSetup, res: SearchResult, epochs: int, *, resume: bool,
+                      progress: bool) -> dict[str, Any]:
+    """Fine-tune a strategy's answer (``best-finetuned/`` next to ``best/``) and return its table columns."""
+    from hwsearch.finetune import STATE_FILE, finetune
+    from hwsearch.report import append_finetune_section
+
+    out = res.run_dir / "best-finetuned"
+    _, ft = finetune(setup.study, res.run_dir / "best", epochs=epochs, out=out,
+                     resume=resume and (out / STATE_FILE).exists(), progress=progress)
+    append_finetune_section(res.run_dir, ft)
+    test_base = setup.baseline_test
+    return {"finetuned_top1": ft.eval_after, "finetuned_test_drop": None if test_base is None else test_base - ft.test_after,
+            "finetune_s": round(ft.seconds, 1)}
+
+
 def _merge(history: Sequence[Result], results: Sequence[Result]) -> list[Result]:
     """The shared profile first, then the strategy's own results (each candidate once)."""
     seen: set[str] = set()
@@ -472,7 +487,7 @@ def compare(study: Study | str | Path | None = None, *, strategies: Sequence[str
             prior: str | None = None, objective: str | None = None, early_stop: bool | None = None,
             warm_start: bool = True, setup: SearchSetup | None = None,
             confirm_top: int = CONFIRM_TOP, halving: float | None = None, threads: int | None = None,
-            device: str | None = None) -> tuple[pd.DataFrame, list[SearchResult]]:
+            device: str | None = None, finetune_epochs: int | None = None) -> tuple[pd.DataFrame, list[SearchResult]]:
     """Run several strategies on one study under the same evaluation budget and seed.
 
     Every strategy gets ``eval_budget`` new accuracy evaluations and the same shared profile (computed or
@@ -480,7 +495,8 @@ def compare(study: Study | str | Path | None = None, *, strategies: Sequence[str
     greedy, knapsack and analytic strategies (run first) are the first candidates the global strategies
     evaluate (``Problem.warm_start``). Each strategy writes its own run directory ``<out>/<strategy>/``; all trials go to one
     storage ``<out>/optuna.journal``. Returns the comparison table (also ``comparison.csv`` and
-    ``comparison.png`` in ``out``).
+    ``comparison.png`` in ``out``). ``finetune_epochs``: each strategy's answer is also fine-tuned
+    (:func:`~hwsearch.finetune.finetune`, distillation) and the table gains its top-1 with fine-tuning.
     """
     from hwsearch.pareto import plot_pareto
     from hwsearch.profiling import ensure_profile
@@ -544,6 +560,8 @@ def compare(study: Study | str | Path | None = None, *, strategies: Sequence[str
                          "macs_saving_%": 100 * (1 - best.costs["macs_g"] / base["macs_g"]) if best else None,
                          "feasible": sum(r.feasible for r in outcome.results), "evaluations": outcome.new_evaluations,
                          "wall_s": round(res.seconds, 1)})
+            if finetune_epochs and best is not None and not outcome.interrupted:
+                rows[-1].update(_finetune_columns(setup, res, finetune_epochs, resume=resume, progress=progress))
             if outcome.interrupted:
                 break
     frame = pd.DataFrame(rows)

@@ -28,6 +28,9 @@ def _add(p: argparse.ArgumentParser) -> None:
                         "not counted (default 120)")
     p.add_argument("--no-warm-start", action="store_true",
                    help="do not hand the greedy, knapsack and analytic answers to the global strategies")
+    p.add_argument("--finetune-epochs", type=positive_int, default=None, metavar="N",
+                   help="also fine-tune each strategy's answer for N epochs (distillation from the unpruned model) and "
+                        "add its top-1 with fine-tuning to the table (default: no fine-tuning)")
     add_search_options(p)
     add_compute_options(p)
 
@@ -54,7 +57,7 @@ def _run(args: argparse.Namespace) -> int:
                           resume=args.resume, axes=axes_from_args(args), rates=rates_from_args(args),
                           criterion=args.criterion, eval_subset=args.eval_subset, sensitivity_file=args.sensitivity,
                           progress=not args.quiet, warm_start=not args.no_warm_start, **search_settings(args),
-                          **compute_settings(args))
+                          **compute_settings(args), finetune_epochs=args.finetune_epochs)
     if frame.attrs.get("interrupted"):
         import sys
 

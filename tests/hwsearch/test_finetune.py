@@ -116,3 +116,17 @@ def test_run_with_finetune_epochs_fine_tunes_the_answer(tiny_study: Path, tmp_pa
     assert code == 0
     assert "fine-tuned     " in capsys.readouterr().out
     assert (out / "best-finetuned" / "model.pth").is_file() and "## Fine-tuning" in (out / "report.md").read_text()
+
+
+def test_compare_with_finetune_epochs_adds_the_columns(tiny_study: Path, tmp_path: Path) -> None:
+    out = tmp_path / "c"
+    code = main(["compare", "--study", str(tiny_study), "--strategies", "prioritized,knapsack", "--eval-budget", "3",
+                 "--rates", "0.25,0.5", "--budget-mb", "0.5", "--finetune-epochs", "1", "--out", str(out), "--quiet"])
+    assert code == 0
+    table = pd.read_csv(out / "comparison.csv").set_index("strategy")
+    for name in ("prioritized", "knapsack"):
+        if pd.notna(table.loc[name, "best_top1"]):
+            assert pd.notna(table.loc[name, "finetuned_top1"]) and pd.notna(table.loc[name, "finetuned_test_drop"])
+            assert "## Fine-tuning" in (out / name / "report.md").read_text()
+            assert (out / name / "best-finetuned" / "model.pth").is_file()
+    assert table[["best_top1"]].notna().any().item()
