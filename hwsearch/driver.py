@@ -452,13 +452,9 @@ def search(study: Study | str | Path | None = None, *, strategy: str = "prioriti
 def _finetune_columns(setup: SearchSetup, res: SearchResult, epochs: int, *, resume: bool,
                       progress: bool) -> dict[str, Any]:
     """Fine-tune a strategy's answer (``best-finetuned/`` next to ``best/``) and return its table columns."""
-    from hwsearch.finetune import STATE_FILE, finetune
-    from hwsearch.report import append_finetune_section
+    from hwsearch.finetune import finetune_run_answer
 
-    out = res.run_dir / "best-finetuned"
-    _, ft = finetune(setup.study, res.run_dir / "best", epochs=epochs, out=out,
-                     resume=resume and (out / STATE_FILE).exists(), progress=progress)
-    append_finetune_section(res.run_dir, ft)
+    ft = finetune_run_answer(setup.study, res.run_dir, epochs, resume=resume, progress=progress)
     test_base = setup.baseline_test
     return {"finetuned_top1": ft.eval_after, "finetuned_test_drop": None if test_base is None else test_base - ft.test_after,
             "finetune_s": round(ft.seconds, 1)}

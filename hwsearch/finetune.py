@@ -37,7 +37,7 @@ from hwsearch.metrics import top1_accuracy
 from hwsearch.progress import progress_bar
 from hwsearch.study import Study
 
-__all__ = ["FinetuneResult", "finetune", "LOSSES", "STATE_FILE", "SUMMARY_FILE", "distillation_loss"]
+__all__ = ["FinetuneResult", "finetune", "finetune_run_answer", "LOSSES", "STATE_FILE", "SUMMARY_FILE", "distillation_loss"]
 
 log = logging.getLogger(__name__)
 
@@ -222,3 +222,16 @@ def finetune(study: Study, model_dir: str | Path, *, epochs: int = 3, loss: str 
     save_pruned(student, out_dir)
     atomic_write_text(out_dir / SUMMARY_FILE, json.dumps(result.to_dict(), indent=1) + "\n")
     return student, result
+
+
+def finetune_run_answer(study: Study, run_dir: Path, epochs: int, *, resume: bool = False,
+                        progress: bool = True) -> FinetuneResult:
+    """Fine-tune a run directory's answer (``best/`` -> ``best-finetuned/``, distillation) and add the
+    with/without table to its report (what ``run`` and ``compare`` do with ``--finetune-epochs``)."""
+    from hwsearch.report import append_finetune_section
+
+    out = run_dir / "best-finetuned"
+    _, res = finetune(study, run_dir / "best", epochs=epochs, out=out, resume=resume and (out / STATE_FILE).exists(),
+                      progress=progress)
+    append_finetune_section(run_dir, res)
+    return res

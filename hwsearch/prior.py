@@ -204,6 +204,17 @@ class Prior:
                 return levels
         return None
 
+    def sample_unseen(self, rng: np.random.Generator, seen: Callable[[str], bool], *, tries: int,
+                      fill: bool = False) -> dict[str, int] | None:
+        """A :meth:`sample` whose candidate key ``seen`` rejects not (None when ``tries`` draws found none)."""
+        from hwsearch.results import candidate_key
+
+        for _ in range(max(1, tries)):
+            levels = self.sample(rng, tries=1, fill=fill)
+            if levels is not None and not seen(candidate_key(levels)):
+                return levels
+        return None
+
     def describe(self) -> str:
         """One line for the report: how much of the space the prior keeps."""
         full = math.prod(len(v.levels) for v in self.space.variables)

@@ -124,13 +124,9 @@ def _run(args: argparse.Namespace) -> int:
         if limit is not None and res.test_drop is not None and res.test_drop > limit:
             print(f"warning        the test drop {res.test_drop:.2f} exceeds --max-acc-drop {limit:g} (see report.md)")
     if args.finetune_epochs:
-        from hwsearch.finetune import STATE_FILE, finetune
-        from hwsearch.report import append_finetune_section
+        from hwsearch.finetune import finetune_run_answer
 
-        out_ft = res.run_dir / "best-finetuned"
-        _, ft = finetune(study, res.run_dir / "best", epochs=args.finetune_epochs, out=out_ft,
-                         resume=(out_ft / STATE_FILE).exists() and args.resume, progress=not args.quiet)
-        append_finetune_section(res.run_dir, ft)
+        ft = finetune_run_answer(study, res.run_dir, args.finetune_epochs, resume=args.resume, progress=not args.quiet)
         print(f"fine-tuned     {ft.out_dir} ({ft.epochs} epochs, kept epoch {ft.best_epoch}): top-1 eval "
               f"{ft.eval_after:.2f} %, test {ft.test_after:.2f} % (without: {ft.eval_before:.2f} %, {ft.test_before:.2f} %)")
     print(f"report         {res.run_dir / 'report.md'}")

@@ -130,12 +130,11 @@ class LocalSearch(Strategy):
         return self._restart()
 
     def _restart(self) -> Candidate | None:
-        fill = self.problem.objective != "accuracy"
-        for _ in range(max(1, self.max_retries)):
-            levels = self._prior.sample(self.rng, tries=1, fill=fill)
-            if levels is not None and not self._seen(candidate_key(levels)):
-                self._restarts += 1
-                return Candidate(levels=levels, tag=f"{TAG}:restart")
+        levels = self._prior.sample_unseen(self.rng, self._seen, tries=self.max_retries,
+                                           fill=self.problem.objective != "accuracy")
+        if levels is not None:
+            self._restarts += 1
+            return Candidate(levels=levels, tag=f"{TAG}:restart")
         if not self._asked - self._known - self._results.keys():
             self._stopped = True
             self._notes.append(f"stopped after {len(self._asked - self._known)} evaluations: every neighbour of the "

@@ -83,14 +83,9 @@ class RandomSearch(Strategy):
             self._stopped = True
 
     def _draw(self) -> Candidate | None:
-        for _ in range(max(1, self.max_retries)):
-            levels = self._prior.sample(self.rng, tries=1, fill=self.problem.objective != "accuracy")
-            if levels is None:
-                continue
-            cand = Candidate(levels=levels, tag="random")
-            if cand.key not in self._seen and cand.key not in self._known:
-                return cand
-        return None
+        levels = self._prior.sample_unseen(self.rng, lambda key: key in self._seen or key in self._known,
+                                           tries=self.max_retries, fill=self.problem.objective != "accuracy")
+        return None if levels is None else Candidate(levels=levels, tag="random")
 
     def ask(self, n: int) -> list[Candidate]:
         out: list[Candidate] = []
