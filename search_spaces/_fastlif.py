@@ -128,7 +128,7 @@ def lif_multi_step_inference(
     return spikes, v_out
 
 
-def _dispatch_mode_active() -> bool:
+def dispatch_mode_active() -> bool:
     """A TorchDispatchMode (op counters, FakeTensor) is active: it should record spikingjelly's ops."""
     return bool(torch._C._len_torch_dispatch_stack())
 
@@ -161,7 +161,7 @@ def fast_path_applies(node: neuron.LIFNode, x_seq: object) -> bool:
         and type(sg).__module__ == surrogate.__name__
         and isinstance(sg, surrogate.SurrogateFunctionBase)
         and bool(getattr(sg, "spiking", False))
-        and not _dispatch_mode_active()
+        and not dispatch_mode_active()
         and not reference_lif_forced()
     )
 

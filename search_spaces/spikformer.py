@@ -27,6 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from search_spaces._fastops import batch_norm_last_dim, spike_attention
 from search_spaces._layers import ATTN_LIF_THRESHOLD, add_residual_branches, lif, trunc_normal_init
 from search_spaces._registry import ModelConfig, register_config
 
@@ -294,8 +295,7 @@ class SSADVS(_SSAConv1d):
         T, B, _, N = x.shape
         _, dv = self._head_dims()
         q, k, v = self._qkv_heads(x.flatten(0, 1), T, B, N)
-        attn = q @ k.transpose(-2, -1)  # [T,B,h,N,N]
-        x = (attn @ v) * self.scale
+        x = spike_attention(q, k, v, self.scale, scale_before_v=False)  # ((q @ kᵀ) @ v) * scale
         x = x.transpose(3, 4).reshape(T, B, self.num_heads * dv, N).contiguous()
         x = self.attn_lif(x)
         x = x.flatten(0, 1)
@@ -328,16 +328,15 @@ class SSACIFAR(_SSABase):
             linear = getattr(self, f"{name}_linear")
             width = linear.out_features
             y = linear(x_for_qkv)
-            y = getattr(self, f"{name}_bn")(y.transpose(-1, -2)).transpose(-1, -2).reshape(T, B, N, width).contiguous()
+            y = batch_norm_last_dim(getattr(self, f"{name}_bn"), y).reshape(T, B, N, width).contiguous()
             y = getattr(self, f"{name}_lif")(y)
             heads.append(y.reshape(T, B, N, self.num_heads, width // self.num_heads).permute(0, 1, 3, 2, 4).contiguous())
         q, k, v = heads
-        attn = (q @ k.transpose(-2, -1)) * self.scale  # [T,B,h,N,N]
-        x = attn @ v
+        x = spike_attention(q, k, v, self.scale, scale_before_v=True)  # ((q @ kᵀ) * scale) @ v
         x = x.transpose(2, 3).reshape(T, B, N, self.num_heads * dv).contiguous()
         x = self.attn_lif(x)
         x = x.flatten(0, 1)
-        x = self.proj_bn(self.proj_linear(x).transpose(-1, -2)).transpose(-1, -2)
+        x = batch_norm_last_dim(self.proj_bn, self.proj_linear(x))
         return self.proj_lif(x.reshape(T, B, N, self.proj_linear.out_features))
 
 
@@ -399,11 +398,10 @@ class MLPCIFAR(_MLPBase):
         """``[T,B,N,C]`` -> ``[T,B,N,C]`` spikes."""
         T, B, N, _ = x.shape
         x = self.fc1_linear(x.flatten(0, 1))
-        x = self.fc1_bn(x.transpose(-1, -2)).transpose(-1, -2).reshape(T, B, N, self.c_hidden).contiguous()
+        x = batch_norm_last_dim(self.fc1_bn, x).reshape(T, B, N, self.c_hidden).contiguous()
         x = self.fc1_lif(x)
         x = self.fc2_linear(x.flatten(0, 1))
-        x = self.fc2_bn(x.transpose(-1, -2)).transpose(-1, -2)
-        x = x.reshape(T, B, N, self.fc2_linear.out_features).contiguous()
+        x = batch_norm_last_dim(self.fc2_bn, x).reshape(T, B, N, self.fc2_linear.out_features).contiguous()
         return self.fc2_lif(x)
 
 

@@ -23,3 +23,18 @@ def test_release_free_heap_gives_held_memory_back() -> None:
     assert heap.release_free_heap(min_mb=100) is True
     assert _rss_mb() < held - 200
     del top
+
+
+@pytest.mark.skipif(heap._libc() is None, reason="needs glibc (mallinfo2, malloc_trim)")
+def test_heap_releaser_trims_on_growth_not_on_reuse() -> None:
+    releaser = heap.HeapReleaser(min_mb=100)
+    blocks = [bytes([1]) * 100_000 for _ in range(2000)]  # 200 MB of heap chunks
+    top = bytes([1]) * 100_000
+    del blocks
+    held = _rss_mb()
+    assert releaser() is True  # grew by 200 MB since the (no) last trim
+    assert _rss_mb() < held - 150
+    blocks = [bytes([1]) * 100_000 for _ in range(2000)]  # the same memory again: reused, no growth
+    del blocks
+    assert releaser() is False
+    del top
