@@ -6,7 +6,9 @@ Measured in one run on this machine:
    alone at every rate, with the study's exact early stop, as ``hwsearch run`` evaluates them) and on
    ``--random`` random full plans, for three evaluators run interleaved candidate by candidate:
    ``reference`` (spikingjelly's LIF via ``reference_lif()``, no prefix reuse: the evaluator before
-   issue 10), ``fast LIF`` (``search_spaces/_fastlif.py``, no prefix reuse) and ``fast LIF + prefix``
+   issue 10), ``fast path`` (the bit-identical inference paths: ``search_spaces/_fastlif.py`` for the LIF
+   neurons, ``search_spaces/_fastops.py`` for the CIFAR layout's batch norm and spike attention; no prefix
+   reuse) and ``fast path + prefix``
    (the default). All three must return identical results.
 2. **spikformer-8-512 at 224x224**, random weights made to fire (``calibrate_bn``), on a generated
    folder of ``--images`` JPEGs streamed through :class:`hwsearch.data.EvalBatches` (``--loader-workers``
@@ -77,8 +79,8 @@ def _demo(args: argparse.Namespace) -> dict[str, object]:
     spec = setup.spec
     evaluators: dict[str, tuple[Evaluator, bool]] = {
         "reference": (Evaluator(replace(spec, prefix_cache_mb=0)), True),
-        "fast LIF": (Evaluator(replace(spec, prefix_cache_mb=0)), False),
-        "fast LIF + prefix": (Evaluator(spec), False),
+        "fast path": (Evaluator(replace(spec, prefix_cache_mb=0)), False),
+        "fast path + prefix": (Evaluator(spec), False),
     }
     rng = np.random.default_rng(0)
     workloads = {
@@ -104,9 +106,9 @@ def _demo(args: argparse.Namespace) -> dict[str, object]:
         rates = {k: len(cands) / s for k, s in seconds.items()}
         out[load] = {"candidates": len(cands), "eval_per_s": rates, "seconds": seconds, "same_results": same}
         if load == "profile":
-            reused = sum(evaluators["fast LIF + prefix"][0].reusable_prefix(c) > 0 for c in cands)
+            reused = sum(evaluators["fast path + prefix"][0].reusable_prefix(c) > 0 for c in cands)
             out[load]["with_prefix"] = reused  # type: ignore[index]
-    stats = evaluators["fast LIF + prefix"][0].prefix.stats  # type: ignore[union-attr]
+    stats = evaluators["fast path + prefix"][0].prefix.stats  # type: ignore[union-attr]
     out["prefix_cache"] = {"hits": stats.hits, "misses": stats.misses, "stored_mb": stats.stored_bytes / 1e6}
     return out
 
@@ -187,10 +189,10 @@ def _table(demo: dict, big: dict) -> None:  # noqa: ANN001
         extra = f", {d['with_prefix']} with a reusable prefix" if "with_prefix" in d else ""
         print(f"\ndemo, {load} candidates ({d['candidates']}{extra}); identical results: {d['same_results']}")
         for k, v in r.items():
-            print(f"  {k:<18} {v:6.2f} evaluations/s  ({d['seconds'][k]:.1f} s)")
-        print(f"  new / reference    {r['fast LIF + prefix'] / r['reference']:.2f}x   "
-              f"(prefix reuse alone {r['fast LIF + prefix'] / r['fast LIF']:.2f}x, fast LIF alone "
-              f"{r['fast LIF'] / r['reference']:.2f}x)")
+            print(f"  {k:<19} {v:6.2f} evaluations/s  ({d['seconds'][k]:.1f} s)")
+        print(f"  new / reference    {r['fast path + prefix'] / r['reference']:.2f}x   "
+              f"(prefix reuse alone {r['fast path + prefix'] / r['fast path']:.2f}x, fast path alone "
+              f"{r['fast path'] / r['reference']:.2f}x)")
     pc = demo["prefix_cache"]
     print(f"  prefix cache       {pc['hits']} batches replayed, {pc['misses']} computed, {pc['stored_mb']:.1f} MB stored")
     print(f"\nspikformer-8-512 224x224, random calibrated weights ({big['lifs_firing']}/{big['lifs']} LIFs fire), "

@@ -1,4 +1,4 @@
-"""Benchmark: the fast LIF inference path against spikingjelly 2.0's own ``LIFNode`` path, on CPU.
+"""Benchmark: the fast inference paths (LIF neurons, CIFAR batch norm and spike attention) against spikingjelly 2.0's own path, on CPU.
 
 Measures in one run, on one thread, the eval-mode ``no_grad`` forward of the demo model
 (``studies/checkpoints/spikformer-digits-2-64.pth``, a batch of 120 bundled digits ``[120, 1, 32, 32]``)
