@@ -4,10 +4,12 @@ glibc serves tensors below its (dynamically raised, up to 32 MB) mmap threshold 
 freed heap memory for reuse; across the batches of a large model this fragments, and the resident
 size grows batch after batch (measured on spikformer-8-512 at 224x224, batch 8: 1010, 1232, 1453 MB
 over the model in three identical forwards). ``malloc_trim`` gives the freed pages back (then: 1008,
-1015, 1016 MB), about 0.1 s against a batch's seconds. Between evaluation batches
-:func:`release_grown_heap` trims only when the held freed memory has *grown* by :data:`GROWTH_MB` since
-the last trim (:class:`HeapReleaser`), so a small model whose batches reuse the same freed memory pays
-nothing. :func:`release_free_heap` trims whenever more than ``min_mb`` is held. A no-op without glibc.
+1015, 1016 MB). A trim and the page faults that follow it cost tens of milliseconds: nothing against a
+large model's batch of seconds, but 10 % of the demo's evaluation time when done after each of its
+0.2 s batches (measured). So between evaluation batches :func:`release_heap_between_batches` trims when more than
+:data:`RELEASE_MIN_MB` of freed memory is held and the last trim is at least :data:`TRIM_EVERY_S`
+seconds ago (:class:`HeapReleaser`). :func:`release_free_heap` trims whenever more than ``min_mb`` is
+held. A no-op without glibc.
 """
 
 from __future__ import annotations
@@ -16,16 +18,17 @@ import ctypes
 import ctypes.util
 import functools
 import logging
+import time
 
-__all__ = ["GROWTH_MB", "HeapReleaser", "RELEASE_MIN_MB", "release_free_heap", "release_grown_heap"]
+__all__ = ["HeapReleaser", "RELEASE_MIN_MB", "release_free_heap", "release_heap_between_batches", "TRIM_EVERY_S"]
 
 log = logging.getLogger(__name__)
 
 #: Freed heap memory (MB) held before :func:`release_free_heap` gives it back to the OS.
 RELEASE_MIN_MB = 256.0
 
-#: Growth of the held freed heap (MB) after which :func:`release_grown_heap` trims.
-GROWTH_MB = 64.0
+#: Seconds between two trims of :func:`release_heap_between_batches` (a trim costs tens of ms: at most ~1 %).
+TRIM_EVERY_S = 5.0
 
 
 class _MallInfo2(ctypes.Structure):
@@ -47,26 +50,24 @@ def _libc() -> ctypes.CDLL | None:
 
 
 class HeapReleaser:
-    """Calls ``malloc_trim`` when the freed heap memory held has grown by ``min_mb`` since its last trim.
+    """Calls ``malloc_trim`` when more than ``min_mb`` of freed heap is held, at most every ``every_s`` seconds."""
 
-    Growth, not size, is what costs: the demo's batches leave about 300 MB of freed heap that the next
-    batch reuses, and trimming it after every batch (then faulting the pages back in) took 10 % of its
-    evaluation time (measured); a large model whose held heap grows batch after batch (fragmentation) is
-    trimmed whenever it has grown by ``min_mb``. glibc keeps trimmed chunks on its free lists, so the
-    held figure does not fall after a trim: the next trim waits for new growth.
-    """
-
-    def __init__(self, min_mb: float = RELEASE_MIN_MB) -> None:
+    def __init__(self, min_mb: float = RELEASE_MIN_MB, every_s: float = 0.0) -> None:
         self.min_bytes = min_mb * 1e6
-        self.held_after_trim = 0
+        self.every_s = every_s
+        self.last_trim: float | None = None
 
     def __call__(self) -> bool:
-        """Trim if the held freed memory grew by ``min_mb`` since the last trim; True when it trimmed."""
+        """Trim if due; True when it trimmed."""
         libc = _libc()
-        if libc is None or libc.mallinfo2().fordblks < self.held_after_trim + self.min_bytes:
+        if libc is None:
+            return False
+        if self.last_trim is not None and time.monotonic() - self.last_trim < self.every_s:
+            return False
+        if libc.mallinfo2().fordblks < self.min_bytes:
             return False
         libc.malloc_trim(0)
-        self.held_after_trim = libc.mallinfo2().fordblks
+        self.last_trim = time.monotonic()
         return True
 
 
@@ -78,8 +79,8 @@ def release_free_heap(min_mb: float = RELEASE_MIN_MB) -> bool:
 _BETWEEN_BATCHES: list[HeapReleaser] = []
 
 
-def release_grown_heap() -> bool:
-    """Between evaluation batches: trim when this process's held freed heap grew by :data:`GROWTH_MB`."""
+def release_heap_between_batches() -> bool:
+    """Between evaluation batches: trim when over :data:`RELEASE_MIN_MB` held, at most every :data:`TRIM_EVERY_S`."""
     if not _BETWEEN_BATCHES:
-        _BETWEEN_BATCHES.append(HeapReleaser(GROWTH_MB))
+        _BETWEEN_BATCHES.append(HeapReleaser(RELEASE_MIN_MB, every_s=TRIM_EVERY_S))
     return _BETWEEN_BATCHES[0]()

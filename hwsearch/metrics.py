@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Iterator
 import torch
 import torch.nn as nn
 from spikingjelly.activation_based import functional, monitor, neuron
-from hwsearch.heap import release_grown_heap
+from hwsearch.heap import release_heap_between_batches
 from hwsearch.progress import progress_bar
 
 from hwsearch.study import DTYPE_BYTES
@@ -47,7 +47,7 @@ def correct_per_batch(
         functional.reset_net(model)
         correct = int((logits.argmax(dim=1).cpu() == y).sum())
         del logits, x
-        release_grown_heap()  # large models: memory stays at one batch (hwsearch.heap)
+        release_heap_between_batches()  # large models: memory stays at one batch (hwsearch.heap)
         yield correct, int(y.numel())
 
 
