@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run `hwsearch COMMAND --help` for the options of each command.",
     )
     parser.add_argument("--version", action="version", version=f"hwsearch {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log to stderr: -v progress details (INFO), -vv everything (DEBUG, Optuna's INFO too)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for command in COMMANDS:
         p = sub.add_parser(command.name, help=command.help, description=command.help)
@@ -43,12 +44,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def configure_logging(verbosity: int) -> None:
+    """Log level of the command (``-v`` INFO, ``-vv`` DEBUG) and of Optuna (WARNING unless ``-vv``)."""
+    import optuna
+
+    level = logging.DEBUG if verbosity >= 2 else logging.INFO if verbosity == 1 else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbosity >= 2 else optuna.logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hwsearch`` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     args._argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(args.verbose)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

@@ -25,7 +25,7 @@ __all__ = ["HeapReleaser", "RELEASE_MIN_MB", "release_free_heap", "release_heap_
 log = logging.getLogger(__name__)
 
 #: Freed heap memory (MB) held before :func:`release_free_heap` gives it back to the OS.
-RELEASE_MIN_MB = 256.0
+RELEASE_MIN_MB = 64.0
 
 #: Seconds between two trims of :func:`release_heap_between_batches` (a trim costs tens of ms: at most ~1 %).
 TRIM_EVERY_S = 5.0

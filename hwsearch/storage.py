@@ -39,7 +39,6 @@ JOURNAL_FILE = "optuna.journal"
 #: The name of every trial's value (optuna-dashboard shows it instead of "Objective 0").
 METRIC_NAME = "top-1 (%)"
 _RESULT_ATTR = "hwsearch:result"
-optuna.logging.set_verbosity(optuna.logging.WARNING)
 log = logging.getLogger(__name__)
 
 
