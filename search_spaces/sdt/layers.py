@@ -1,30 +1,4 @@
-"""Spike-driven Transformer (SDT, BICLab/Spike-Driven-Transformer), built with the official state_dict keys.
-
-Follows ``model/spikeformer.py``, ``module/ms_conv.py`` and ``module/sps.py`` of the official repository
-(``svit-architectures.md`` §3): the module tree, key names and shapes are the official ones, so official
-checkpoints load with ``strict=True``, and the forward repeats the official operation sequence, so outputs
-are bit-identical to the official code under spikingjelly 2.0.0 run on the same CPU/BLAS (the logits are
-sums of head weights over binary ``head_lif`` spikes; another BLAS kernel may round them differently in
-the last bit, see ``tests/search_spaces/test_sdt.py``).
-
-Differences from the official code (all deliberate):
-
-* ``forward`` returns the logits ``[B, K]`` only; the official one returns ``(logits, hook)``. There is no
-  ``hook`` argument (use ``spikingjelly.activation_based.monitor`` to record spikes).
-* Generalized widths: the attention reshapes use the q/k/v conv output width and the stored ``num_heads``,
-  and the MLP reshape uses the stored ``c_hidden``; the official code uses the input channel count for
-  q/k/v. Unpruned the two are the same numbers; after physical pruning of q/k/v channels (which in SDT are
-  element-wise coupled, ``pruning-couplings.md`` §3) or of the MLP inner width no forward change is needed.
-* Only the ImageNet/CIFAR layouts: no DVS mode (``Erode`` pooling), no TET output, no ``attn_mode``.
-* Constructor arguments are keyword-only and named like the other hwsearch families (``embed_dim``,
-  ``depth``, ``mlp_ratio``, ``img_size`` instead of ``embed_dims``, ``depths``, ``mlp_ratios``,
-  ``img_size_h/w``).
-
-Modules that the official code builds but never calls are kept so that module names match:
-``patch_embed.rpe_lif``, ``block.{i}.attn.attn_lif`` (neurons without state_dict entries, except
-``…w`` under ``spike_mode="plif"``), ``block.{i}.attn.talking_heads`` (``Conv1d [h, h, 1]``, in every
-checkpoint) and ``block.{i}.drop_path`` (parameter-free, here always ``nn.Identity``).
-"""
+"""The Spike-driven Transformer's parts: the MS stem (``MSSPS``), spike-driven attention, MLP and block."""
 
 from __future__ import annotations
 
@@ -33,9 +7,9 @@ import torch.nn as nn
 from spikingjelly.activation_based import neuron, surrogate
 
 from search_spaces._layers import ATTN_LIF_THRESHOLD, LIF_TAU, LIF_THRESHOLD, lif
-from search_spaces._registry import ModelConfig, register_config
 
-__all__ = ["SpikeDrivenTransformer", "MSSPS", "MSSSA", "MSMLP", "MSBlock", "SPIKE_MODES"]
+__all__ = ["SPIKE_MODES", "MSSPS", "MSSSA", "MSMLP", "MSBlock"]
+
 
 #: Neuron kinds the official code supports for ImageNet/CIFAR (``alif``/``blif`` map to LIF there too).
 SPIKE_MODES = ("lif", "plif")
@@ -270,144 +244,3 @@ class MSBlock(nn.Module):
         if self.mlp is not None:
             x = self.mlp(x)
         return x
-
-
-class SpikeDrivenTransformer(nn.Module):
-    """The Spike-driven Transformer (official ``SpikeDrivenTransformer`` / timm entry ``sdt``).
-
-    Input ``[B, C, H, W]`` (repeated ``T`` times) or ``[B, T, C, H, W]`` (its own T); output logits
-    ``[B, num_classes]``: the token mean per step → ``head_lif`` → ``head`` per step → mean over T.
-    The official forward returns ``(logits, hook)``; this one returns the logits only.
-
-    Constructor arguments are stored unchanged as attributes of the same name.
-    """
-
-    def __init__(
-        self,
-        *,
-        img_size: int = 224,
-        patch_size: int = 16,
-        in_channels: int = 3,
-        num_classes: int = 1000,
-        embed_dim: int = 512,
-        num_heads: int = 8,
-        mlp_ratio: float = 4.0,
-        depth: int = 8,
-        T: int = 4,
-        pooling_stat: str = "1111",
-        spike_mode: str = "lif",
-    ) -> None:
-        super().__init__()
-        if spike_mode not in SPIKE_MODES:
-            raise ValueError(f"spike_mode must be one of {SPIKE_MODES}, got {spike_mode!r}")
-        self.img_size = img_size
-        self.patch_size = patch_size
-        self.in_channels = in_channels
-        self.num_classes = num_classes
-        self.embed_dim = embed_dim
-        self.num_heads = num_heads
-        self.mlp_ratio = mlp_ratio
-        self.depth = depth
-        self.T = T
-        self.pooling_stat = pooling_stat
-        self.spike_mode = spike_mode
-
-        self.patch_embed = MSSPS(
-            img_size=img_size,
-            patch_size=patch_size,
-            in_channels=in_channels,
-            embed_dim=embed_dim,
-            pooling_stat=pooling_stat,
-            spike_mode=spike_mode,
-        )
-        self.block = nn.ModuleList(
-            [MSBlock(dim=embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio, spike_mode=spike_mode)
-             for _ in range(depth)]
-        )
-        self.head_lif = _neuron(spike_mode)
-        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        """Official init: trunc_normal(std .02) Conv2d weights, zero conv bias, BN2d 1/0."""
-        if isinstance(m, nn.Conv2d):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.constant_(m.bias, 0)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.constant_(m.bias, 0)
-            nn.init.constant_(m.weight, 1.0)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``[T, B, C, H, W]`` → token mean ``[T, B, D]`` (real-valued, before ``head_lif``)."""
-        x = self.patch_embed(x)
-        for blk in self.block:
-            x = blk(x)
-        return x.flatten(3).mean(3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, C, H, W]`` or ``[B, T, C, H, W]`` → logits ``[B, num_classes]``."""
-        if x.dim() < 5:
-            x = x.unsqueeze(0).repeat(self.T, 1, 1, 1, 1)
-        else:
-            x = x.transpose(0, 1).contiguous()
-        x = self.forward_features(x)
-        x = self.head_lif(x)
-        x = self.head(x)  # per time step
-        return x.mean(0)
-
-
-# --------------------------------------------------------------------------------------------------
-# Registered configurations (official_params: svit-architectures.md §6, "official code" column)
-
-_IMAGENET = (
-    # name, D, L, official_params, README top-1 (T=4)
-    ("sdt-8-384", 384, 8, 16_816_536, "72.28"),
-    ("sdt-6-512", 512, 6, 23_373_736, "74.11"),
-    ("sdt-8-512", 512, 8, 29_689_896, "74.57"),
-    ("sdt-10-512", 512, 10, 36_006_056, "74.66"),
-    ("sdt-8-768", 768, 8, 66_339_144, "77.07"),
-)
-_CIFAR = (
-    ("sdt-cifar10-2-512", 512, 2, 10_233_546),
-    ("sdt-cifar10-2-256", 256, 2, 2_567_082),
-)
-
-for _name, _d, _l, _params, _top1 in _IMAGENET:
-    register_config(
-        ModelConfig(
-            name=_name,
-            family="sdt",
-            layout="imagenet",
-            builder=SpikeDrivenTransformer,
-            kwargs=dict(
-                img_size=224, patch_size=16, in_channels=3, num_classes=1000, embed_dim=_d, num_heads=8,
-                mlp_ratio=4, depth=_l, T=4, pooling_stat="1111", spike_mode="lif",
-            ),
-            official_params=_params,
-            arch_names=("sdt",),
-            input_shape=(3, 224, 224),
-            description=f"Spike-driven Transformer-{_l}-{_d}, ImageNet 224, T=4 (README top-1 {_top1}%)",
-        )
-    )
-
-for _name, _d, _l, _params in _CIFAR:
-    register_config(
-        ModelConfig(
-            name=_name,
-            family="sdt",
-            layout="cifar",
-            builder=SpikeDrivenTransformer,
-            kwargs=dict(
-                img_size=32, patch_size=16, in_channels=3, num_classes=10, embed_dim=_d, num_heads=8,
-                mlp_ratio=4, depth=_l, T=4, pooling_stat="0011", spike_mode="lif",
-            ),
-            official_params=_params,
-            arch_names=("sdt",),
-            input_shape=(3, 32, 32),
-            description=f"Spike-driven Transformer-{_l}-{_d}, CIFAR-10 32x32 (pooling 0011), T=4",
-        )
-    )
-
-del _name, _d, _l, _params, _top1
