@@ -9,19 +9,32 @@ branch equals silencing its output LIF.
 from __future__ import annotations
 
 import copy
-import math
 import re
 from dataclasses import dataclass
 
 import pytest
 import torch
 import torch.nn as nn
-from spikingjelly.activation_based import functional
 
 from hwsearch.pruning import (ChannelGroup, DepthGroup, Group, PruningPlan, full_plan, groups_of, load_pruned, prune,
                               save_pruned)
 from hwsearch.testing import calibrate_bn, firing_rates
+from hwsearch.testing.groups import (
+    assert_same_state,
+    channel_coverage,
+    channel_shapes,
+    check_sizes,
+    depth_shapes,
+    half_count,
+    param_count,
+    pick_units,
+    random_plan,
+    run_from_reset,
+    zero_consumers,
+)
 from search_spaces import create_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 D, K = 64, 10
 W = {1: D // 4, 2: D // 2, 3: D}
@@ -61,15 +74,6 @@ def expected_groups(layout: str) -> list[tuple[str, str, int]]:
     return out
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models: intra-op threads only contend on shared CPUs (80x slower); restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @dataclass
 class Case:
     layout: str
@@ -77,14 +81,6 @@ class Case:
     x: torch.Tensor
     groups: list[Group]
     out: torch.Tensor
-
-
-def _run(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    functional.reset_net(model)
-    with torch.no_grad():
-        y = model(x)
-    functional.reset_net(model)
-    return y
 
 
 @pytest.fixture(scope="module", params=sorted(LAYOUTS))
@@ -96,7 +92,7 @@ def case(request: pytest.FixtureRequest) -> Case:
     calibrate_bn(model, x)
     rates = firing_rates(model, x)
     assert min(rates.values()) > 0, [n for n, r in rates.items() if r == 0]
-    return Case(layout=request.param, model=model, x=x, groups=groups_of(model), out=_run(model, x))
+    return Case(layout=request.param, model=model, x=x, groups=groups_of(model), out=run_from_reset(model, x))
 
 
 def _features(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,72 +100,10 @@ def _features(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     box: list[torch.Tensor] = []
     hook = model.head.register_forward_pre_hook(lambda mod, args: box.append(args[0].detach().clone()))
     try:
-        out = _run(model, x)
+        out = run_from_reset(model, x)
     finally:
         hook.remove()
     return out, box[0]
-
-
-def _half(g: Group) -> int:
-    if isinstance(g, ChannelGroup):
-        return min(g.allowed_counts(), key=lambda c: (abs(c - g.width / 2), c))
-    return max(g.min_width, g.width // 2)
-
-
-def _pick(g: Group, count: int, gen: torch.Generator) -> tuple[int, ...]:
-    """``count`` random unit indices, the same number in every partition."""
-    parts = g.partitions if isinstance(g, ChannelGroup) else 1
-    pw, per = g.width // parts, count // parts
-    return tuple(sorted(p * pw + int(i) for p in range(parts) for i in torch.randperm(pw, generator=gen)[:per]))
-
-
-def _channel_shapes(model: nn.Module, g: ChannelGroup, kept: int) -> dict[str, tuple[int, ...]]:
-    shapes = {k: list(t.shape) for k, t in model.state_dict().items()}
-    for m in g.members:
-        shapes[m.key][m.dim] -= (g.width - kept) * m.unit_size
-    return {k: tuple(v) for k, v in shapes.items()}
-
-
-def _depth_shapes(model: nn.Module, g: DepthGroup, kept: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
-    shapes: dict[str, tuple[int, ...]] = {}
-    for key, t in model.state_dict().items():
-        if g.kind == "branches":
-            if any(key.startswith(g.units[u] + ".") for u in range(g.width) if u not in kept):
-                continue
-        else:
-            m = re.match(rf"^{re.escape(g.container)}\.(\d+)\.(.*)$", key)
-            if m:
-                if int(m[1]) not in kept:
-                    continue
-                key = f"{g.container}.{kept.index(int(m[1]))}.{m[2]}"
-        shapes[key] = tuple(t.shape)
-    return shapes
-
-
-def _param_count(model: nn.Module, shapes: dict[str, tuple[int, ...]]) -> int:
-    """Parameters (no buffers) of a model whose state_dict has ``shapes`` (keys of ``model``'s params)."""
-    names = {n for n, _ in model.named_parameters()}
-    return sum(math.prod(s) for k, s in shapes.items() if k in names)
-
-
-def _is_bn(model: nn.Module, path: str) -> bool:
-    return isinstance(model.get_submodule(path), nn.modules.batchnorm._BatchNorm)
-
-
-def _zero_consumers(model: nn.Module, g: ChannelGroup, removed: list[int]) -> nn.Module:
-    """A copy in which nothing reads the removed units: zero their input columns or silence their spikes."""
-    ref = copy.deepcopy(model)
-    ins = [m for m in g.members if m.dim == 1]
-    with torch.no_grad():
-        for m in ins or [m for m in g.members if _is_bn(ref, m.module)]:
-            t = getattr(ref.get_submodule(m.module), m.param)
-            for u in removed:
-                part = t.narrow(m.dim, m.offset + u * m.unit_size, m.unit_size)
-                if ins:
-                    part.zero_()
-                elif m.param in ("weight", "bias"):  # BN before a LIF: output -1e4, the LIF never fires
-                    part.fill_(0.0 if m.param == "weight" else -1e4)
-    return ref
 
 
 def _silence_branches(model: nn.Module, paths: list[str]) -> nn.Module:
@@ -182,16 +116,6 @@ def _silence_branches(model: nn.Module, paths: list[str]) -> nn.Module:
             bn.weight.zero_()
             bn.bias.fill_(-1e4)
     return ref
-
-
-def _check_sizes(model: nn.Module) -> None:
-    for name, mod in model.named_modules():
-        if isinstance(mod, nn.modules.conv._ConvNd):
-            assert (mod.out_channels, mod.in_channels) == tuple(mod.weight.shape[:2]), name
-        elif isinstance(mod, nn.Linear):
-            assert (mod.out_features, mod.in_features) == tuple(mod.weight.shape), name
-        elif isinstance(mod, nn.modules.batchnorm._BatchNorm):
-            assert mod.num_features == mod.weight.shape[0] == mod.running_mean.shape[0], name
 
 
 def test_declared_groups(case: Case) -> None:
@@ -214,7 +138,7 @@ def test_declared_groups(case: Case) -> None:
 
 def test_full_plan_reproduces_the_model(case: Case) -> None:
     pruned = prune(case.model, full_plan(case.model))
-    assert torch.equal(_run(pruned, case.x), case.out)
+    assert torch.equal(run_from_reset(pruned, case.x), case.out)
     assert pruned.state_dict().keys() == case.model.state_dict().keys()
 
 
@@ -228,25 +152,25 @@ def test_each_group_halved(case: Case) -> None:
     params = sum(p.numel() for p in case.model.parameters())
     base_feats = _features(case.model, case.x)[1]
     for g in case.groups:
-        count = _half(g)
-        kept = _pick(g, count, gen)
+        count = half_count(g)
+        kept = pick_units(g, count, gen)
         pruned = prune(case.model, PruningPlan(model=case.model.hwsearch_config, keep={g.name: kept}))
         removed = [u for u in range(g.width) if u not in kept]
         if isinstance(g, ChannelGroup):
-            shapes = _channel_shapes(case.model, g, count)
-            ref = _zero_consumers(case.model, g, removed)
+            shapes = channel_shapes(case.model, g, count)
+            ref = zero_consumers(case.model, g, removed)
             for upd in g.attrs:
                 target = pruned.get_submodule(upd.module) if upd.module else pruned
                 assert getattr(target, upd.attr) == count * upd.per_unit, (g.name, upd)
         else:
-            shapes = _depth_shapes(case.model, g, kept)
+            shapes = depth_shapes(case.model, g, kept)
             paths = [g.units[u] for u in removed] if g.kind == "branches" else _block_paths(
                 case.model, g.container, removed)
             ref = _silence_branches(case.model, paths)
         got = {k: tuple(t.shape) for k, t in pruned.state_dict().items()}
         assert got == shapes, g.name
-        assert sum(p.numel() for p in pruned.parameters()) == _param_count(case.model, shapes) < params, g.name
-        _check_sizes(pruned)
+        assert sum(p.numel() for p in pruned.parameters()) == param_count(case.model, shapes) < params, g.name
+        check_sizes(pruned)
         out, feats = _features(pruned, case.x)
         assert out.shape == (case.x.shape[0], K), g.name
         ref_feats = _features(ref, case.x)[1]
@@ -279,7 +203,7 @@ def test_token_heads_q_and_k_combine(case: Case) -> None:
     attn = pruned.get_submodule(b)
     widths = (attn.num_heads, attn.q_conv.out_channels, attn.k_conv.out_channels, attn.proj_conv.in_channels)
     assert widths == (2, 2, 6, 6) and attn.q_head_widths is None and attn.k_head_widths is None
-    ref = _zero_consumers(_zero_consumers(case.model, table[f"{b}.q"], removed_q), table[f"{b}.k"], removed_k)
+    ref = zero_consumers(zero_consumers(case.model, table[f"{b}.q"], removed_q), table[f"{b}.k"], removed_k)
     torch.testing.assert_close(_features(pruned, case.x)[1], _features(ref, case.x)[1], rtol=1e-5, atol=1e-5)
 
 
@@ -295,44 +219,27 @@ def test_ssa_heads_qk_and_v_combine(case: Case) -> None:
     pruned = prune(case.model, plan)
     attn = pruned.get_submodule(b)
     assert (attn.num_heads, attn.q_conv.out_channels, attn.v_conv.out_channels) == (2, d, len(range(1, d, 4)) * 2)
-    ref = _zero_consumers(_zero_consumers(case.model, table[f"{b}.qk"], removed_qk), table[f"{b}.v"], removed_v)
+    ref = zero_consumers(zero_consumers(case.model, table[f"{b}.qk"], removed_qk), table[f"{b}.v"], removed_v)
     torch.testing.assert_close(_features(pruned, case.x)[1], _features(ref, case.x)[1], rtol=1e-5, atol=1e-5)
-
-
-def _random_plan(model: nn.Module, groups: list[Group], seed: int, skip: tuple[str, ...] = ()) -> PruningPlan:
-    gen = torch.Generator().manual_seed(seed)
-    keep: dict[str, int] = {}
-    for g in groups:
-        counts = g.allowed_counts() if isinstance(g, ChannelGroup) else list(range(g.min_width, g.width + 1))
-        count = counts[int(torch.randint(len(counts), (1,), generator=gen))]
-        if g.name not in skip:
-            keep[g.name] = count
-    return PruningPlan(model=model.hwsearch_config, keep=keep, criterion="random", seed=seed)
-
-
-def _assert_same_state(a: nn.Module, b: nn.Module) -> None:
-    sa, sb = a.state_dict(), b.state_dict()
-    assert sa.keys() == sb.keys()
-    assert all(torch.equal(sa[k], sb[k]) for k in sa), [k for k in sa if not torch.equal(sa[k], sb[k])]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_random_plan_over_all_groups(case: Case, seed: int) -> None:
     before = copy.deepcopy(case.model)
-    pruned = prune(case.model, _random_plan(case.model, case.groups, seed))
-    _assert_same_state(case.model, before)  # the input model is untouched
-    assert torch.equal(_run(case.model, case.x), case.out)
-    assert _run(pruned, case.x).shape == (case.x.shape[0], K)
+    pruned = prune(case.model, random_plan(case.model, case.groups, seed))
+    assert_same_state(case.model, before)  # the input model is untouched
+    assert torch.equal(run_from_reset(case.model, case.x), case.out)
+    assert run_from_reset(pruned, case.x).shape == (case.x.shape[0], K)
     assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in case.model.parameters())
-    _check_sizes(pruned)
+    check_sizes(pruned)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_random_plan_round_trips(case: Case, seed: int, tmp_path) -> None:
-    pruned = prune(case.model, _random_plan(case.model, case.groups, seed))
+    pruned = prune(case.model, random_plan(case.model, case.groups, seed))
     loaded = load_pruned(save_pruned(pruned, tmp_path / "pruned"))
-    _assert_same_state(loaded, pruned)
-    assert torch.equal(_run(loaded, case.x), _run(pruned, case.x))
+    assert_same_state(loaded, pruned)
+    assert torch.equal(run_from_reset(loaded, case.x), run_from_reset(pruned, case.x))
 
 
 @pytest.mark.parametrize("keep", [
@@ -342,25 +249,11 @@ def test_random_plan_round_trips(case: Case, seed: int, tmp_path) -> None:
 def test_round_trip_after_removing_a_leading_unit(case: Case, keep: dict[str, object], tmp_path) -> None:
     pruned = prune(case.model, PruningPlan(model=case.model.hwsearch_config, keep=keep))
     loaded = load_pruned(save_pruned(pruned, tmp_path / "pruned"))
-    _assert_same_state(loaded, pruned)
-
-
-def _coverage(model: nn.Module, groups: list[Group]) -> dict[str, list[str]]:
-    """``key:dim`` -> names of the non-head channel groups covering it (checking each member's span)."""
-    state = model.state_dict()
-    cover: dict[str, list[str]] = {f"{k}:{d}": [] for k, t in state.items() for d in range(min(t.dim(), 2))}
-    for g in groups:
-        if not isinstance(g, ChannelGroup):
-            continue
-        for m in g.members:
-            assert m.offset + g.width * m.unit_size == state[m.key].shape[m.dim], (g.name, m)
-            if g.kind != "heads":
-                cover[f"{m.key}:{m.dim}"].append(g.name)
-    return cover
+    assert_same_state(loaded, pruned)
 
 
 def test_every_channel_dim_is_in_exactly_one_group(case: Case) -> None:
-    cover = _coverage(case.model, case.groups)
+    cover = channel_coverage(case.model, case.groups)
     for slot, names in cover.items():
         assert len(names) == (0 if UNCOVERED.match(slot) else 1), (slot, names)
     for g in case.groups:

@@ -8,19 +8,32 @@ group without a consumer weight, their spikes silenced), and removing a branch e
 from __future__ import annotations
 
 import copy
-import math
 import re
 from dataclasses import dataclass
 
 import pytest
 import torch
 import torch.nn as nn
-from spikingjelly.activation_based import functional
 
 from hwsearch.pruning import (ChannelGroup, DepthGroup, Group, PruningPlan, full_plan, groups_of, load_pruned, prune,
                               save_pruned)
 from hwsearch.testing import calibrate_bn, firing_rates
+from hwsearch.testing.groups import (
+    assert_same_state,
+    channel_coverage,
+    channel_shapes,
+    check_sizes,
+    depth_shapes,
+    half_count,
+    param_count,
+    pick_units,
+    random_plan,
+    run_from_reset,
+    zero_consumers,
+)
 from search_spaces import create_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 D, HEADS, DEPTH, K = 64, 4, 2, 10
 # layout -> (registered config, overrides, input side)
@@ -42,29 +55,12 @@ UNCOVERED = re.compile(
 INNER_D = re.compile(r"^block\.\d+\.attn\.(([qkv]_conv\.weight|[qkv]_bn\.\w+):0|proj_conv\.weight:1)$")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models: intra-op threads only contend on shared CPUs (80x slower); restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @dataclass
 class Case:
     model: nn.Module
     x: torch.Tensor
     groups: list[Group]
     out: torch.Tensor
-
-
-def _run(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    functional.reset_net(model)
-    with torch.no_grad():
-        y = model(x)
-    functional.reset_net(model)
-    return y
 
 
 @pytest.fixture(scope="module", params=sorted(LAYOUTS))
@@ -76,7 +72,7 @@ def case(request: pytest.FixtureRequest) -> Case:
     calibrate_bn(model, x)
     rates = firing_rates(model, x)
     assert min(rates.values()) > 0, [n for n, r in rates.items() if r == 0]
-    return Case(model=model, x=x, groups=groups_of(model), out=_run(model, x))
+    return Case(model=model, x=x, groups=groups_of(model), out=run_from_reset(model, x))
 
 
 def _features(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,69 +84,10 @@ def _features(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     box: list[torch.Tensor] = []
     hook = model.head_lif.register_forward_pre_hook(lambda mod, args: box.append(args[0].detach().clone()))
     try:
-        out = _run(model, x)
+        out = run_from_reset(model, x)
     finally:
         hook.remove()
     return out, box[0]
-
-
-def _half(g: Group) -> int:
-    if isinstance(g, ChannelGroup):
-        return min(g.allowed_counts(), key=lambda c: (abs(c - g.width / 2), c))
-    return max(g.min_width, g.width // 2)
-
-
-def _pick(g: Group, count: int, gen: torch.Generator) -> tuple[int, ...]:
-    """``count`` random unit indices, the same number in every partition."""
-    parts = g.partitions if isinstance(g, ChannelGroup) else 1
-    pw, per = g.width // parts, count // parts
-    return tuple(sorted(p * pw + int(i) for p in range(parts) for i in torch.randperm(pw, generator=gen)[:per]))
-
-
-def _channel_shapes(model: nn.Module, g: ChannelGroup, kept: int) -> dict[str, tuple[int, ...]]:
-    shapes = {k: list(t.shape) for k, t in model.state_dict().items()}
-    for m in g.members:
-        shapes[m.key][m.dim] -= (g.width - kept) * m.unit_size
-    return {k: tuple(v) for k, v in shapes.items()}
-
-
-def _depth_shapes(model: nn.Module, g: DepthGroup, kept: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
-    shapes: dict[str, tuple[int, ...]] = {}
-    for key, t in model.state_dict().items():
-        if g.kind == "branches":
-            if any(key.startswith(g.units[u] + ".") for u in range(g.width) if u not in kept):
-                continue
-        else:
-            m = re.match(rf"^{re.escape(g.container)}\.(\d+)\.(.*)$", key)
-            if m:
-                if int(m[1]) not in kept:
-                    continue
-                key = f"{g.container}.{kept.index(int(m[1]))}.{m[2]}"
-        shapes[key] = tuple(t.shape)
-    return shapes
-
-
-def _param_count(model: nn.Module, shapes: dict[str, tuple[int, ...]]) -> int:
-    """Parameters (no buffers) of a model whose state_dict has ``shapes`` (keys of ``model``'s params)."""
-    names = {n for n, _ in model.named_parameters()}
-    return sum(math.prod(s) for k, s in shapes.items() if k in names)
-
-
-def _zero_consumers(model: nn.Module, g: ChannelGroup, removed: list[int]) -> nn.Module:
-    """A copy in which nothing reads the removed units: zero their input columns or silence their spikes."""
-    ref = copy.deepcopy(model)
-    ins = [m for m in g.members if m.dim == 1]
-    with torch.no_grad():
-        bns = [m for m in g.members if isinstance(ref.get_submodule(m.module), nn.modules.batchnorm._BatchNorm)]
-        for m in ins or bns:
-            t = getattr(ref.get_submodule(m.module), m.param)
-            for u in removed:
-                part = t.narrow(m.dim, m.offset + u * m.unit_size, m.unit_size)
-                if ins:
-                    part.zero_()
-                elif m.param in ("weight", "bias"):  # BN before a LIF: output -1e4, the LIF never fires
-                    part.fill_(0.0 if m.param == "weight" else -1e4)
-    return ref
 
 
 def _zero_branches(model: nn.Module, paths: list[str]) -> nn.Module:
@@ -162,16 +99,6 @@ def _zero_branches(model: nn.Module, paths: list[str]) -> nn.Module:
             bn.weight.zero_()
             bn.bias.zero_()
     return ref
-
-
-def _check_sizes(model: nn.Module) -> None:
-    for name, mod in model.named_modules():
-        if isinstance(mod, nn.modules.conv._ConvNd):
-            assert (mod.out_channels, mod.in_channels) == tuple(mod.weight.shape[:2]), name
-        elif isinstance(mod, nn.Linear):
-            assert (mod.out_features, mod.in_features) == tuple(mod.weight.shape), name
-        elif isinstance(mod, nn.modules.batchnorm._BatchNorm):
-            assert mod.num_features == mod.weight.shape[0] == mod.running_mean.shape[0], name
 
 
 def test_declared_groups(case: Case) -> None:
@@ -188,7 +115,7 @@ def test_declared_groups(case: Case) -> None:
 
 def test_full_plan_reproduces_the_model(case: Case) -> None:
     pruned = prune(case.model, full_plan(case.model))
-    assert torch.equal(_run(pruned, case.x), case.out)
+    assert torch.equal(run_from_reset(pruned, case.x), case.out)
     assert pruned.state_dict().keys() == case.model.state_dict().keys()
 
 
@@ -197,25 +124,25 @@ def test_each_group_halved(case: Case) -> None:
     params = sum(p.numel() for p in case.model.parameters())
     base_feats = _features(case.model, case.x)[1]
     for g in case.groups:
-        count = _half(g)
-        kept = _pick(g, count, gen)
+        count = half_count(g)
+        kept = pick_units(g, count, gen)
         pruned = prune(case.model, PruningPlan(model=case.model.hwsearch_config, keep={g.name: kept}))
         removed = [u for u in range(g.width) if u not in kept]
         if isinstance(g, ChannelGroup):
-            shapes = _channel_shapes(case.model, g, count)
-            ref = _zero_consumers(case.model, g, removed)
+            shapes = channel_shapes(case.model, g, count)
+            ref = zero_consumers(case.model, g, removed)
             for upd in g.attrs:
                 target = pruned.get_submodule(upd.module) if upd.module else pruned
                 assert getattr(target, upd.attr) == count * upd.per_unit, (g.name, upd)
         else:
-            shapes = _depth_shapes(case.model, g, kept)
+            shapes = depth_shapes(case.model, g, kept)
             paths = [g.units[u] for u in removed] if g.kind == "branches" else [
                 f"block.{u}.{br}" for u in removed for br in ("attn", "mlp")]
             ref = _zero_branches(case.model, paths)
         got = {k: tuple(t.shape) for k, t in pruned.state_dict().items()}
         assert got == shapes, g.name
-        assert sum(p.numel() for p in pruned.parameters()) == _param_count(case.model, shapes) < params, g.name
-        _check_sizes(pruned)
+        assert sum(p.numel() for p in pruned.parameters()) == param_count(case.model, shapes) < params, g.name
+        check_sizes(pruned)
         out, feats = _features(pruned, case.x)
         assert out.shape == (case.x.shape[0], K), g.name
         ref_feats = _features(ref, case.x)[1]
@@ -239,7 +166,7 @@ def test_heads_and_qkv_combine_into_a_valid_reshape(case: Case) -> None:
     attn = pruned.get_submodule("block.1.attn")
     assert attn.num_heads == 2 and attn.q_conv.out_channels == 10 and attn.talking_heads.weight.shape == (2, 2, 1)
     kept = {h * d + c for h in (1, 3) for c in per_head}
-    ref = _zero_consumers(case.model, qkv, [c for c in range(D) if c not in kept])
+    ref = zero_consumers(case.model, qkv, [c for c in range(D) if c not in kept])
     torch.testing.assert_close(_features(pruned, case.x)[1], _features(ref, case.x)[1], rtol=1e-5, atol=1e-5)
 
 
@@ -249,44 +176,27 @@ def test_mlp_hidden_at_width_d_keeps_res_off(case: Case) -> None:
     pruned = prune(case.model, PruningPlan(model=case.model.hwsearch_config, keep={g.name: kept}))
     mlp = pruned.get_submodule("block.0.mlp")
     assert (mlp.c_hidden, mlp.fc1_conv.out_channels, mlp.res) == (D, D, False)
-    ref = _zero_consumers(case.model, g, [u for u in range(4 * D) if u not in kept])
+    ref = zero_consumers(case.model, g, [u for u in range(4 * D) if u not in kept])
     torch.testing.assert_close(_features(pruned, case.x)[1], _features(ref, case.x)[1], rtol=1e-5, atol=1e-5)
-
-
-def _random_plan(model: nn.Module, groups: list[Group], seed: int, skip: tuple[str, ...] = ()) -> PruningPlan:
-    gen = torch.Generator().manual_seed(seed)
-    keep: dict[str, int] = {}
-    for g in groups:
-        counts = g.allowed_counts() if isinstance(g, ChannelGroup) else list(range(g.min_width, g.width + 1))
-        count = counts[int(torch.randint(len(counts), (1,), generator=gen))]
-        if g.name not in skip:
-            keep[g.name] = count
-    return PruningPlan(model=model.hwsearch_config, keep=keep, criterion="random", seed=seed)
-
-
-def _assert_same_state(a: nn.Module, b: nn.Module) -> None:
-    sa, sb = a.state_dict(), b.state_dict()
-    assert sa.keys() == sb.keys()
-    assert all(torch.equal(sa[k], sb[k]) for k in sa), [k for k in sa if not torch.equal(sa[k], sb[k])]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_random_plan_over_all_groups(case: Case, seed: int) -> None:
     before = copy.deepcopy(case.model)
-    pruned = prune(case.model, _random_plan(case.model, case.groups, seed))
-    _assert_same_state(case.model, before)  # the input model is untouched
-    assert torch.equal(_run(case.model, case.x), case.out)
-    assert _run(pruned, case.x).shape == (case.x.shape[0], K)
+    pruned = prune(case.model, random_plan(case.model, case.groups, seed))
+    assert_same_state(case.model, before)  # the input model is untouched
+    assert torch.equal(run_from_reset(case.model, case.x), case.out)
+    assert run_from_reset(pruned, case.x).shape == (case.x.shape[0], K)
     assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in case.model.parameters())
-    _check_sizes(pruned)
+    check_sizes(pruned)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_random_plan_round_trips(case: Case, seed: int, tmp_path) -> None:
-    pruned = prune(case.model, _random_plan(case.model, case.groups, seed))
+    pruned = prune(case.model, random_plan(case.model, case.groups, seed))
     loaded = load_pruned(save_pruned(pruned, tmp_path / "pruned"))
-    _assert_same_state(loaded, pruned)
-    assert torch.equal(_run(loaded, case.x), _run(pruned, case.x))
+    assert_same_state(loaded, pruned)
+    assert torch.equal(run_from_reset(loaded, case.x), run_from_reset(pruned, case.x))
 
 
 @pytest.mark.parametrize("keep", [
@@ -296,25 +206,11 @@ def test_random_plan_round_trips(case: Case, seed: int, tmp_path) -> None:
 def test_round_trip_after_removing_a_leading_unit(case: Case, keep: dict[str, object], tmp_path) -> None:
     pruned = prune(case.model, PruningPlan(model=case.model.hwsearch_config, keep=keep))
     loaded = load_pruned(save_pruned(pruned, tmp_path / "pruned"))
-    _assert_same_state(loaded, pruned)
-
-
-def _coverage(model: nn.Module, groups: list[Group]) -> dict[str, list[str]]:
-    """``key:dim`` -> names of the non-head channel groups covering it (checking each member's span)."""
-    state = model.state_dict()
-    cover: dict[str, list[str]] = {f"{k}:{d}": [] for k, t in state.items() for d in range(min(t.dim(), 2))}
-    for g in groups:
-        if not isinstance(g, ChannelGroup):
-            continue
-        for m in g.members:
-            assert m.offset + g.width * m.unit_size == state[m.key].shape[m.dim], (g.name, m)
-            if g.kind != "heads":
-                cover[f"{m.key}:{m.dim}"].append(g.name)
-    return cover
+    assert_same_state(loaded, pruned)
 
 
 def test_every_channel_dim_is_in_exactly_one_group(case: Case) -> None:
-    cover = _coverage(case.model, case.groups)
+    cover = channel_coverage(case.model, case.groups)
     for slot, names in cover.items():
         assert len(names) == (0 if UNCOVERED.match(slot) else 1), (slot, names)
     for g in case.groups:
