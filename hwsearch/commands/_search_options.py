@@ -13,7 +13,8 @@ from hwsearch.results import OBJECTIVES
 from hwsearch.space import ALL_AXES, DEFAULT_AXES, DEFAULT_RATES
 from hwsearch.study import PRIORS
 
-__all__ = ["add_search_options", "constraints_from_args", "rates_from_args", "axes_from_args", "search_settings"]
+__all__ = ["add_search_options", "constraints_from_args", "rates_from_args", "axes_from_args", "search_settings",
+           "check_cost_models"]
 
 
 def _budget(text: str) -> float | str:
@@ -27,6 +28,14 @@ def _budget(text: str) -> float | str:
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive finite number or 'none', got {text!r}")
     return value
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """Comma-separated registry names (checked against the registry before any work)."""
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names such as analytic,latency, got {text!r}")
+    return names
 
 
 def _drop(text: str) -> float | str:
@@ -62,6 +71,22 @@ def add_search_options(p: argparse.ArgumentParser, *, budgets: bool = True) -> N
                        help="dense-MAC budget, G per image ('none': off)")
         p.add_argument("--budget-act-mb", type=_budget, default=None, metavar="Y",
                        help="spike-activation memory budget in MB (1-bit spikes; 'none': off)")
+        p.add_argument("--budget-sops", type=_budget, default=None, metavar="G",
+                       help="synaptic-operation budget, G per image, from each candidate's own firing rates on the "
+                            "eval split (measured after its evaluation; 'none': off)")
+        p.add_argument("--budget-energy-mj", type=_budget, default=None, metavar="E",
+                       help="energy-estimate budget in mJ per image (4.6 pJ per MAC on non-binary inputs + 0.9 pJ per "
+                            "SOP; measured firing rates; 'none': off)")
+        p.add_argument("--budget-latency-ms", type=_budget, default=None, metavar="T",
+                       help="latency budget in ms per forward of --latency-batch images, the median of timed "
+                            "forwards of each candidate on the machine that evaluates it ('none': off)")
+        p.add_argument("--latency-batch", type=positive_int, default=None, metavar="N",
+                       help="images per timed forward for --budget-latency-ms and the latency cost model "
+                            "(default: the study's [constraints] latency_batch, 1)")
+        p.add_argument("--cost-models", type=_names, default=None, metavar="A,B",
+                       help="cost models every candidate is costed with, from `hwsearch costmodels` (analytic is "
+                            "always on; measured: SOPs and energy; latency: timed); a budget adds its own "
+                            "(default: the study's [search] cost_models)")
         p.add_argument("--max-acc-drop", type=_drop, default=None, metavar="D",
                        help="largest allowed top-1 drop in percentage points, 0-100 (default: the study's)")
         p.add_argument("--objective", default=None, choices=["auto", *OBJECTIVES],
@@ -138,8 +163,18 @@ def axes_from_args(args: argparse.Namespace) -> tuple[str, ...]:
 
 def constraints_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return {"param_mb": getattr(args, "budget_mb", None), "macs_g": getattr(args, "budget_macs", None),
-            "act_mb": getattr(args, "budget_act_mb", None), "max_acc_drop": getattr(args, "max_acc_drop", None),
+            "act_mb": getattr(args, "budget_act_mb", None), "sops_g": getattr(args, "budget_sops", None),
+            "energy_mj": getattr(args, "budget_energy_mj", None), "latency_ms": getattr(args, "budget_latency_ms", None),
+            "latency_batch": getattr(args, "latency_batch", None), "max_acc_drop": getattr(args, "max_acc_drop", None),
             "dtype": getattr(args, "dtype", None)}
+
+
+def check_cost_models(args: argparse.Namespace) -> None:
+    """Unknown ``--cost-models`` names fail before any work, with close matches."""
+    from costmodels import COST_MODELS
+
+    for name in getattr(args, "cost_models", None) or ():
+        COST_MODELS.get(name)
 
 
 def search_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -147,4 +182,4 @@ def search_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"bn_recalibrate": getattr(args, "bn_recalibrate", None), "prior": getattr(args, "prior", None),
             "objective": getattr(args, "objective", None),
             "early_stop": False if getattr(args, "no_early_stop", False) else None,
-            "halving": getattr(args, "halving", None)}
+            "halving": getattr(args, "halving", None), "cost_models": getattr(args, "cost_models", None)}
