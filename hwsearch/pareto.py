@@ -6,19 +6,26 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from hwsearch.results import COST_KEYS, Result
+from hwsearch.results import COST_KEYS, MEASURED_BUDGETS, Result
 from hwsearch.space import SearchSpace
 
 __all__ = ["trials_frame", "pareto_front", "plot_pareto"]
 
 
 def trials_frame(results: Sequence[Result], space: SearchSpace) -> pd.DataFrame:
-    """One row per evaluated candidate: per-group rates, accuracy, every cost, feasibility."""
+    """One row per evaluated candidate: per-group rates, accuracy, every cost, feasibility.
+
+    Measured costs (``sops_g``, ``energy_mj``, ``latency_ms``) and ``measured_on`` (where the latency was
+    timed) are columns only when some candidate was measured; unmeasured candidates leave them empty.
+    """
     rows = []
+    measured = [k for k in MEASURED_BUDGETS if any(k in r.costs for r in results)]  # only when a model measured them
+    where = any(r.measured_on for r in results)
     for r in results:
         row: dict[str, object] = {"number": r.number, "tag": r.candidate.tag, "status": r.status,
                                   "accuracy": r.accuracy, "acc_drop": r.acc_drop}
         row.update({k: r.costs.get(k) for k in ("params", "param_mb", "macs_g", "act_mb")})
+        row.update({k: r.costs.get(k) for k in measured})
         row["feasible"] = r.feasible
         row.update({f"over_{k}": v for k, v in r.violations.items()})
         for v in space.variables:
@@ -27,6 +34,8 @@ def trials_frame(results: Sequence[Result], space: SearchSpace) -> pd.DataFrame:
         row["seconds"] = round(r.seconds, 3)
         row["error"] = r.error
         row["key"] = r.candidate.key
+        if where:
+            row["measured_on"] = r.measured_on
         rows.append(row)
     if not rows:  # the header alone, so an empty table still reads back
         cols = ["number", "tag", "status", "accuracy", "acc_drop", *COST_KEYS, "feasible",

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from hwsearch.atomic import atomic_write_text
+from hwsearch.costing import METRICS
+from hwsearch.results import MEASURED_BUDGETS
 
 __all__ = ["write_outputs", "report_markdown"]
 
@@ -30,6 +32,8 @@ def report_markdown(setup: Any, res: Any) -> str:
     lines += ["## Requested vs achieved", "", "| metric | requested | baseline | pruned | ratio |", "| --- | ---: | ---: | ---: | ---: |"]
     rows = [("parameters", None, "params"), (f"parameter memory (MB, {c.dtype})", c.param_mb, "param_mb"),
             ("dense MACs (G / image)", c.macs_g, "macs_g"), ("spike-activation memory (MB)", c.act_mb, "act_mb")]
+    rows += [(f"{METRICS[k].label} ({METRICS[k].unit}, measured)", getattr(c, k), k) for k in MEASURED_BUDGETS
+             if getattr(c, k) is not None or k in base.costs]
     for label, req, key in rows:
         b = base.costs.get(key)
         p = best.costs.get(key) if best else None
@@ -66,6 +70,7 @@ def report_markdown(setup: Any, res: Any) -> str:
               f"- searched groups: {len(setup.space)} ({', '.join(sorted({v.kind for v in setup.space.variables}))}), "
               f"ranking `{setup.space.criterion}`",
               f"- constraints: {json.dumps(c.to_dict())}", ""]
+    lines += cost_model_lines(setup, res)
     if res.notes:
         lines += ["## Notes", "", *[f"- {n}" for n in res.notes], ""]
     if best is not None:
@@ -83,10 +88,15 @@ def report_markdown(setup: Any, res: Any) -> str:
         lines.append("")
     ok = sorted([r for r in res.results if r.feasible], key=lambda r: -(r.accuracy or 0))[:10]
     if ok:
-        lines += ["## Top feasible candidates", "", "| # | top-1 | drop | param MB | GMACs | act MB | tag |", "| ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+        extra = [k for k in MEASURED_BUDGETS if k in res.baseline.costs]
+        heads = {"sops_g": "GSOPs", "energy_mj": "mJ", "latency_ms": "latency ms"}
+        lines += ["## Top feasible candidates", "",
+                  "| # | top-1 | drop | param MB | GMACs | act MB | " + "".join(f"{heads[k]} | " for k in extra) + "tag |",
+                  "| ---: | ---: | ---: | ---: | ---: | ---: | " + "---: | " * len(extra) + "--- |"]
         for r in ok:
             lines.append(f"| {r.number} | {r.accuracy:.2f} | {r.acc_drop:.2f} | {r.costs['param_mb']:.4g} | "
-                         f"{r.costs['macs_g']:.4g} | {r.costs['act_mb']:.4g} | {r.candidate.tag} |")
+                         f"{r.costs['macs_g']:.4g} | {r.costs['act_mb']:.4g} | "
+                         + "".join(f"{_fmt(r.costs.get(k))} | " for k in extra) + f"{r.candidate.tag} |")
         lines.append("")
     out = Path(getattr(res, "run_dir", None) or setup.run_dir)  # in a comparison: this strategy's folder
     files = [("trials.csv", "every candidate"), ("pareto.csv", "non-dominated feasible candidates"),
@@ -125,6 +135,41 @@ def write_outputs(setup: Any, res: Any, *, report_only: bool = False) -> None:
                    **res.best.costs}
         atomic_write_text(out / "best" / "summary.json", json.dumps(summary, indent=1) + "\n")
     atomic_write_text(out / "report.md", report_markdown(setup, res))
+
+
+def cost_model_lines(setup: Any, res: Any) -> list[str]:
+    """The report's "Cost models" section: which numbers are analytic, which measured, and where."""
+    names = tuple(getattr(setup.spec, "cost_models", ("analytic",)))
+    d = setup.study.data
+    lines = ["## Cost models", "",
+             f"- cost models: {', '.join(f'`{n}`' for n in names)}",
+             "- **analytic** (predicted from each plan, exact: equal to the pruned model): parameters, parameter "
+             "memory, dense MACs, spike-activation memory; the strategies plan on these"]
+    measured = [k for k in MEASURED_BUDGETS if k in res.baseline.costs]
+    if not measured:
+        return lines + ["- **measured**: none (no SOP, energy or latency budget, and no forward-needing cost model)", ""]
+    images = getattr(setup.local, "total", None)
+    if "sops_g" in measured or "energy_mj" in measured:
+        lines.append(f"- **measured** on each fully evaluated candidate's own pruned model: SOPs"
+                     + (" and the energy estimate" if "energy_mj" in measured else "")
+                     + f" from its firing rates over the eval split `{d.eval_split}`"
+                     + (f" ({images} images)" if images else "")
+                     + "; SOP = rate of the input LIF x dense MACs of binary-input layers (cost-conventions §4)")
+    if "energy_mj" in measured:
+        from costmodels import ENERGY_CAVEAT
+
+        lines.append(f"- energy is an {ENERGY_CAVEAT}")
+    if "latency_ms" in measured:
+        where = (res.best.measured_on if res.best is not None and res.best.measured_on else res.baseline.measured_on)
+        lines.append(f"- **measured** latency: median of timed forwards of {_latency_batch(setup)} image(s) on the machine "
+                     f"that evaluated the candidate: {where or 'unknown'}")
+    lines += ["- the shared profile's single-group candidates are not measured: a measured budget counts them "
+              "infeasible; candidates stopped early are not measured either", ""]
+    return lines
+
+
+def _latency_batch(setup: Any) -> int:
+    return int(getattr(setup.constraints, "latency_batch", 1))
 
 
 FINETUNE_HEADING = "## Fine-tuning"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from hwsearch.commands._base import Command, add_study_argument, study_from_args
@@ -60,6 +61,18 @@ def warm_start_levels(run_dir: Path, space) -> list[dict[str, int]]:  # type: ig
     return [levels]
 
 
+def measured_line(costs: Mapping[str, float], where: str) -> str:
+    """The measured costs of a result in one line ('' when none were measured)."""
+    parts = []
+    if "sops_g" in costs:
+        parts.append(f"SOPs {costs['sops_g']:.4g} G/image")
+    if "energy_mj" in costs:
+        parts.append(f"energy {costs['energy_mj']:.4g} mJ/image (estimate)")
+    if "latency_ms" in costs:
+        parts.append(f"latency {costs['latency_ms']:.2f} ms ({where})")
+    return ", ".join(parts)
+
+
 def resume_command(run_dir: Path, argv: list[str]) -> str:
     """The command line ``argv`` with ``--resume`` and the run directory (what continues an interrupted run)."""
     import shlex
@@ -99,7 +112,9 @@ def _run(args: argparse.Namespace) -> int:
     print(f"run directory  {res.run_dir}")
     print(f"evaluations    {res.evaluations} new in {res.seconds:.1f} s (shared profile: {res.profile_evaluations} new, "
           f"{'reused' if res.profile_evaluations == 0 else 'cached'})")
-    print(f"baseline       top-1 {base.accuracy:.2f} %, {base.costs['param_mb']:.4f} MB, {base.costs['macs_g']:.4f} GMACs")
+    base_measured = measured_line(base.costs, base.measured_on)
+    print(f"baseline       top-1 {base.accuracy:.2f} %, {base.costs['param_mb']:.4f} MB, {base.costs['macs_g']:.4f} GMACs"
+          + (f"; {base_measured}" if base_measured else ""))
     for note in res.notes:
         print(f"note           {note}")
     if res.interrupted:
@@ -109,13 +124,17 @@ def _run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return interrupts.exit_code()
     if best is None:
-        given = [f for f, k in (("--budget-mb", "param_mb"), ("--budget-macs", "macs_g"), ("--budget-act-mb", "act_mb"))
-                 if getattr(setup.constraints, k) is not None]
+        from hwsearch.costing import METRICS
+
+        given = [str(METRICS[k].flag) for k in setup.constraints.budgets()]
         print(f"no evaluated candidate met every constraint (see report.md); relax {' or '.join(given + ['--max-acc-drop'])}")
         return 3
     saving = 1 - best.costs["param_mb"] / base.costs["param_mb"]
     print(f"best           top-1 {best.accuracy:.2f} % (drop {best.acc_drop:.2f} pt), {best.costs['param_mb']:.4f} MB "
           f"({100 * saving:.1f} % saved), {best.costs['macs_g']:.4f} GMACs")
+    measured = measured_line(best.costs, best.measured_on)
+    if measured:
+        print(f"measured       {measured}")
     if res.best_confirm_accuracy is not None:
         print(f"confirm split  baseline {res.baseline_confirm_accuracy:.2f} %, pruned {res.best_confirm_accuracy:.2f} % "
               f"(drop {res.confirm_drop:.2f} pt)")
