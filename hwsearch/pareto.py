@@ -6,10 +6,10 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from hwsearch.results import COST_KEYS, MEASURED_BUDGETS, Result
+from hwsearch.results import COST_KEYS, MEASURED_BUDGETS, Result, objective_value
 from hwsearch.space import SearchSpace
 
-__all__ = ["trials_frame", "pareto_front", "plot_pareto"]
+__all__ = ["trials_frame", "pareto_front", "plot_pareto", "runner_ups"]
 
 
 def trials_frame(results: Sequence[Result], space: SearchSpace) -> pd.DataFrame:
@@ -58,6 +58,25 @@ def pareto_front(results: Sequence[Result], cost_keys: Sequence[str] = ("param_m
     pts = {k: (-float(r.accuracy), *(float(r.costs[c]) for c in cost_keys)) for k, r in pool.items()}  # type: ignore[arg-type]
     front = [r for k, r in pool.items() if not any(_dominates(pts[o], pts[k]) for o in pool if o != k)]
     return sorted(front, key=lambda r: float(r.costs[cost_keys[0]]))
+
+
+def runner_ups(results: Sequence[Result], best: Result | None, objective: str = "accuracy") -> list[Result]:
+    """The plans after the answer, best first: the feasible Pareto front in ``objective`` order, then the
+    candidates that meet every cost budget and miss only the drop limit (non-dominated, most accurate
+    first: fine-tuning may bring them within it). The answer itself is left out."""
+    front = pareto_front(results)
+    front.sort(key=lambda r: -objective_value(r, objective))
+    near = [r for r in results if r.ok and not r.feasible
+            and all(v <= 1e-12 for k, v in r.violations.items() if k != "acc_drop")]
+    near_front = pareto_front(near, feasible_only=False)
+    near_front.sort(key=lambda r: -float(r.accuracy or 0.0))
+    skip = {best.candidate.key} if best is not None else set()
+    out = []
+    for r in [*front, *near_front]:
+        if r.candidate.key not in skip:
+            skip.add(r.candidate.key)
+            out.append(r)
+    return out
 
 
 def plot_pareto(series: dict[str, Sequence[Result]], path: str, *, baseline: Result | None = None,

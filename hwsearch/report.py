@@ -134,6 +134,10 @@ def write_outputs(setup: Any, res: Any, *, report_only: bool = False) -> None:
                    "accuracy_confirm": res.best_confirm_accuracy, "accuracy_test": res.best_test_accuracy,
                    **res.best.costs}
         atomic_write_text(out / "best" / "summary.json", json.dumps(summary, indent=1) + "\n")
+    if not res.interrupted:
+        from hwsearch.runplans import write_runner_ups
+
+        write_runner_ups(setup, res, out)  # the plans `finetune --top K` fine-tunes after the answer
     atomic_write_text(out / "report.md", report_markdown(setup, res))
 
 
@@ -173,38 +177,82 @@ def _latency_batch(setup: Any) -> int:
 
 
 FINETUNE_HEADING = "## Fine-tuning"
+#: Columns the fine-tuned models add to pareto.csv and trials.csv (on their candidate's row).
+FINETUNE_COLUMNS = ("finetuned_eval_accuracy", "finetuned_confirm_accuracy", "finetuned_test_accuracy",
+                    "finetune_epochs", "finetune_s")
 
 
-def append_finetune_section(run_dir: Path, res: Any) -> None:
-    """Add (or replace) the with/without fine-tuning table in ``report.md`` and the fine-tuned columns of
-    the answer's row in ``pareto.csv`` (``res``: a :class:`~hwsearch.finetune.FinetuneResult`)."""
+def _summary(model_dir: str | Path) -> dict[str, Any]:
+    path = Path(model_dir) / "summary.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _found_finetunes(run_dir: Path) -> list[Any]:
+    """Fine-tuning results already in a run directory (``best-finetuned/``, ``pareto/<key>-finetuned/``)."""
+    from hwsearch.finetune import SUMMARY_FILE, FinetuneResult
+
+    out = []
+    for path in [run_dir / "best-finetuned" / SUMMARY_FILE, *sorted(run_dir.glob(f"pareto/*-finetuned/{SUMMARY_FILE}"))]:
+        try:
+            out.append(FinetuneResult.from_dict(json.loads(path.read_text())))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError):
+            continue
+    return out
+
+
+def append_finetune_section(run_dir: Path, results: Any) -> None:
+    """Add (or replace) the with/without fine-tuning table in ``report.md`` and the fine-tuned columns
+    (:data:`FINETUNE_COLUMNS`) of each fine-tuned candidate's row in ``pareto.csv`` and ``trials.csv``.
+
+    ``results``: :class:`~hwsearch.finetune.FinetuneResult` (one or a sequence); fine-tuned models
+    already in the run directory (``best-finetuned/``, ``pareto/<key>-finetuned/``) stay in the table.
+    """
     import pandas as pd
 
+    given = [results] if not isinstance(results, (list, tuple)) else list(results)
+    merged = {str(Path(r.out_dir).resolve()): r for r in _found_finetunes(run_dir)}
+    merged.update({str(Path(r.out_dir).resolve()): r for r in given})
+    rows = sorted(merged.values(), key=lambda r: (Path(r.model_dir).name != "best",
+                                                  _summary(r.model_dir).get("rank", 0), r.out_dir))
     report = run_dir / "report.md"
     text = report.read_text()
     if FINETUNE_HEADING in text:
         text = text[: text.index(FINETUNE_HEADING)].rstrip() + "\n"
-    rows = [("eval", res.eval_before, res.eval_after), ("confirm", res.confirm_before, res.confirm_after),
-            ("test", res.test_before, res.test_after)]
     lines = [FINETUNE_HEADING, "",
-             f"`{res.out_dir}`: {res.epochs} epochs of {'distillation from the unpruned model' if res.loss == 'kd' else 'cross-entropy'} "
-             f"(lr {res.lr:g}" + (f", T {res.temperature:g}, alpha {res.alpha:g}" if res.loss == "kd" else "")
-             + f", seed {res.seed}), epoch {res.best_epoch} kept (best on the eval split; 0 = as pruned), "
-             f"{res.seconds:.1f} s.", "",
-             "| split | top-1 without fine-tuning | top-1 with fine-tuning |", "| --- | ---: | ---: |"]
-    lines += [f"| {name} | {before:.2f} % | {after:.2f} % |" for name, before, after in rows if before is not None]
+             "Each model fine-tuned with surrogate gradients on the training split, the epoch best on the eval split "
+             "kept (0 = as pruned); top-1 without -> with fine-tuning.", "",
+             "| model | folder | loss | epochs | kept epoch | eval top-1 | confirm top-1 | test top-1 | time |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        info = _summary(r.model_dir)
+        label = ("answer" if Path(r.model_dir).name == "best" else
+                 f"pareto #{info.get('rank', '?')}" + ("" if info.get("feasible", True) else " (missed the drop limit)"))
+        loss = ("distillation" if r.loss == "kd" else "cross-entropy") + f", lr {r.lr:g}"
+        cells = [f"{b:.2f} -> {a:.2f} %" if b is not None and a is not None else "-"
+                 for b, a in ((r.eval_before, r.eval_after), (r.confirm_before, r.confirm_after),
+                              (r.test_before, r.test_after))]
+        folder, base = Path(r.out_dir).resolve(), run_dir.resolve()
+        shown = folder.relative_to(base) if folder.is_relative_to(base) else folder
+        lines.append(f"| {label} | `{shown}` | {loss} | {r.epochs} | {r.best_epoch} | {' | '.join(cells)} | "
+                     f"{r.seconds:.1f} s |")
     atomic_write_text(report, text.rstrip() + "\n\n" + "\n".join(lines) + "\n")
-    pareto = run_dir / "pareto.csv"
-    summary = run_dir / "best" / "summary.json"
-    if pareto.is_file() and summary.is_file():
-        frame = pd.read_csv(pareto)
-        key = json.loads(summary.read_text()).get("key")
-        for col in ("finetuned_eval_accuracy", "finetuned_confirm_accuracy", "finetuned_test_accuracy"):
+    by_key = {str(_summary(r.model_dir).get("key")): r for r in rows if _summary(r.model_dir).get("key")}
+    for name in ("pareto.csv", "trials.csv"):
+        path = run_dir / name
+        if not path.is_file():
+            continue
+        frame = pd.read_csv(path)
+        for col in FINETUNE_COLUMNS:
             if col not in frame.columns:
                 frame[col] = None
-        if key is not None and "key" in frame.columns:
-            row = frame["key"].astype(str) == str(key)
-            frame.loc[row, "finetuned_eval_accuracy"] = res.eval_after
-            frame.loc[row, "finetuned_confirm_accuracy"] = res.confirm_after
-            frame.loc[row, "finetuned_test_accuracy"] = res.test_after
-        atomic_write_text(pareto, frame.to_csv(index=False))
+        if "key" in frame.columns:
+            for key, r in by_key.items():
+                row = frame["key"].astype(str) == key
+                for col, value in zip(FINETUNE_COLUMNS, (r.eval_after, r.confirm_after, r.test_after, r.epochs,
+                                                         round(r.seconds, 1))):
+                    frame.loc[row, col] = value
+        atomic_write_text(path, frame.to_csv(index=False))

@@ -34,6 +34,9 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--finetune-epochs", type=positive_int, default=None, metavar="N",
                    help="after the search, fine-tune the best model for N epochs with distillation from the unpruned "
                         "one (what `hwsearch finetune RUN_DIR --epochs N` does; default: no fine-tuning)")
+    p.add_argument("--finetune-top", type=positive_int, default=1, metavar="K",
+                   help="with --finetune-epochs: also fine-tune the next K-1 plans after the answer (what "
+                        "`hwsearch finetune RUN_DIR --top K` does; default 1: the answer only)")
     add_search_options(p)
     add_compute_options(p)
 
@@ -94,6 +97,10 @@ def _run(args: argparse.Namespace) -> int:
     check_cost_models(args)
     out = args.out if args.out is not None else Path("runs") / f"{study.name}-{strategy}"
     check_search_args(args, out)
+    if args.finetune_top > 1 and not args.finetune_epochs:
+        from hwsearch.errors import UserError
+
+        raise UserError(f"--finetune-top {args.finetune_top} needs --finetune-epochs N (how long to fine-tune)")
     if args.warm_start is not None and not (args.warm_start / "trials.csv").is_file():
         from hwsearch.errors import UserError
 
@@ -145,11 +152,13 @@ def _run(args: argparse.Namespace) -> int:
         if limit is not None and res.test_drop is not None and res.test_drop > limit:
             print(f"warning        the test drop {res.test_drop:.2f} exceeds --max-acc-drop {limit:g} (see report.md)")
     if args.finetune_epochs:
-        from hwsearch.finetune import finetune_run_answer
+        from hwsearch.finetune import finetune_run
 
-        ft = finetune_run_answer(study, res.run_dir, args.finetune_epochs, resume=args.resume, progress=not args.quiet)
-        print(f"fine-tuned     {ft.out_dir} ({ft.epochs} epochs, kept epoch {ft.best_epoch}): top-1 eval "
-              f"{ft.eval_after:.2f} %, test {ft.test_after:.2f} % (without: {ft.eval_before:.2f} %, {ft.test_before:.2f} %)")
+        for ft in finetune_run(study, res.run_dir, top=args.finetune_top, epochs=args.finetune_epochs,
+                               resume=args.resume, progress=not args.quiet):
+            print(f"fine-tuned     {ft.out_dir} ({ft.epochs} epochs, kept epoch {ft.best_epoch}): top-1 eval "
+                  f"{ft.eval_after:.2f} %, test {ft.test_after:.2f} % (without: {ft.eval_before:.2f} %, "
+                  f"{ft.test_before:.2f} %)")
     print(f"report         {res.run_dir / 'report.md'}")
     return 0
 
