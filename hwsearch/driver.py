@@ -31,7 +31,7 @@ from hwsearch.errors import UserError
 from hwsearch.evaluation import Evaluator, EvaluatorSpec
 from hwsearch.loop import check_stored_runs, run_strategy
 from hwsearch.pareto import pareto_front, trials_frame
-from hwsearch.results import Candidate, Constraints, Result
+from hwsearch.results import MEASURED_BUDGETS, Candidate, Constraints, Result
 from hwsearch.runners import make_runner
 from hwsearch.pruning import ChannelGroup
 from hwsearch.space import ALL_AXES, DEFAULT_AXES, DEFAULT_RATES, SearchSpace
@@ -468,9 +468,12 @@ def _finetune_columns(setup: SearchSetup, res: SearchResult, epochs: int, *, res
     from hwsearch.finetune import finetune_run_answer
 
     ft = finetune_run_answer(setup.study, res.run_dir, epochs, resume=resume, progress=progress)
-    test_base = setup.baseline_test
-    return {"finetuned_top1": ft.eval_after, "finetuned_test_drop": None if test_base is None else test_base - ft.test_after,
-            "finetune_s": round(ft.seconds, 1)}
+    test_base, confirm_base = setup.baseline_test, setup.baseline_confirm
+    return {"finetuned_top1": ft.eval_after,
+            "finetuned_confirm_drop": None if confirm_base is None or ft.confirm_after is None
+            else confirm_base - ft.confirm_after,
+            "finetuned_test_drop": None if test_base is None else test_base - ft.test_after,
+            "finetune_epochs": ft.epochs, "finetune_s": round(ft.seconds, 1)}
 
 
 def _merge(history: Sequence[Result], results: Sequence[Result]) -> list[Result]:
@@ -570,6 +573,8 @@ def compare(study: Study | str | Path | None = None, *, strategies: Sequence[str
                          "macs_saving_%": 100 * (1 - best.costs["macs_g"] / base["macs_g"]) if best else None,
                          "feasible": sum(r.feasible for r in outcome.results), "evaluations": outcome.new_evaluations,
                          "wall_s": round(res.seconds, 1)})
+            rows[-1].update({k: best.costs.get(k) if best else None for k in setup.baseline.costs
+                             if k in MEASURED_BUDGETS})  # SOPs, energy, latency when measured
             if finetune_epochs and best is not None and not outcome.interrupted:
                 rows[-1].update(_finetune_columns(setup, res, finetune_epochs, resume=resume, progress=progress))
             if outcome.interrupted:

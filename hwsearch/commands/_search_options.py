@@ -13,8 +13,7 @@ from hwsearch.results import OBJECTIVES
 from hwsearch.space import ALL_AXES, DEFAULT_AXES, DEFAULT_RATES
 from hwsearch.study import PRIORS
 
-__all__ = ["add_search_options", "constraints_from_args", "rates_from_args", "axes_from_args", "search_settings",
-           "check_cost_models"]
+__all__ = ["add_search_options", "constraints_from_args", "rates_from_args", "axes_from_args", "search_settings"]
 
 
 def _budget(text: str) -> float | str:
@@ -30,11 +29,16 @@ def _budget(text: str) -> float | str:
     return value
 
 
-def _names(text: str) -> tuple[str, ...]:
-    """Comma-separated registry names (checked against the registry before any work)."""
+def _cost_models(text: str) -> tuple[str, ...]:
+    """Comma-separated registered cost-model names (an unknown one fails at parse time, with close matches)."""
     names = tuple(t.strip() for t in text.split(",") if t.strip())
     if not names:
         raise argparse.ArgumentTypeError(f"expected comma-separated names such as analytic,latency, got {text!r}")
+    from costmodels import COST_MODELS
+
+    for name in names:
+        if name not in COST_MODELS:
+            raise argparse.ArgumentTypeError(COST_MODELS.unknown_message(name))
     return names
 
 
@@ -83,7 +87,7 @@ def add_search_options(p: argparse.ArgumentParser, *, budgets: bool = True) -> N
         p.add_argument("--latency-batch", type=positive_int, default=None, metavar="N",
                        help="images per timed forward for --budget-latency-ms and the latency cost model "
                             "(default: the study's [constraints] latency_batch, 1)")
-        p.add_argument("--cost-models", type=_names, default=None, metavar="A,B",
+        p.add_argument("--cost-models", type=_cost_models, default=None, metavar="A,B",
                        help="cost models every candidate is costed with, from `hwsearch costmodels` (analytic is "
                             "always on; measured: SOPs and energy; latency: timed); a budget adds its own "
                             "(default: the study's [search] cost_models)")
@@ -167,14 +171,6 @@ def constraints_from_args(args: argparse.Namespace) -> dict[str, Any]:
             "energy_mj": getattr(args, "budget_energy_mj", None), "latency_ms": getattr(args, "budget_latency_ms", None),
             "latency_batch": getattr(args, "latency_batch", None), "max_acc_drop": getattr(args, "max_acc_drop", None),
             "dtype": getattr(args, "dtype", None)}
-
-
-def check_cost_models(args: argparse.Namespace) -> None:
-    """Unknown ``--cost-models`` names fail before any work, with close matches."""
-    from costmodels import COST_MODELS
-
-    for name in getattr(args, "cost_models", None) or ():
-        COST_MODELS.get(name)
 
 
 def search_settings(args: argparse.Namespace) -> dict[str, Any]:

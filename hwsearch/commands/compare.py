@@ -12,7 +12,6 @@ from hwsearch.commands._compute import add_compute_options, compute_settings
 from hwsearch.commands._search_options import (
     add_search_options,
     axes_from_args,
-    check_cost_models,
     constraints_from_args,
     rates_from_args,
     search_settings,
@@ -48,7 +47,6 @@ def _run(args: argparse.Namespace) -> int:
 
     for name in names:
         STRATEGIES.get(name)  # unknown names fail before any work, with close matches
-    check_cost_models(args)
     check_search_args(args, out)
     import pandas as pd
 

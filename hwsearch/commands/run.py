@@ -14,7 +14,6 @@ from hwsearch.commands._compute import add_compute_options, compute_settings
 from hwsearch.commands._search_options import (
     add_search_options,
     axes_from_args,
-    check_cost_models,
     constraints_from_args,
     rates_from_args,
     search_settings,
@@ -94,7 +93,6 @@ def _run(args: argparse.Namespace) -> int:
     study = study_from_args(args)
     strategy = args.strategy or study.search.strategy
     STRATEGIES.get(strategy)  # unknown names fail before any work
-    check_cost_models(args)
     out = args.out if args.out is not None else Path("runs") / f"{study.name}-{strategy}"
     check_search_args(args, out)
     if args.finetune_top > 1 and not args.finetune_epochs:
