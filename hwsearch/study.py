@@ -15,6 +15,10 @@ A study file is read with :mod:`tomllib`; relative paths are resolved against th
     [constraints]
     param_mb = 0.4                             # parameter memory, MB = 1e6 bytes, at `dtype`
     max_acc_drop = 3.0                         # percentage points of top-1
+    # also macs_g, act_mb (analytic) and sops_g, energy_mj, latency_ms + latency_batch (measured)
+    [search]
+    strategy = "prioritized"                   # the command line overrides every key
+    cost_models = ["analytic", "latency"]      # hwsearch costmodels; a budget adds its own
 """
 
 from __future__ import annotations
