@@ -293,7 +293,7 @@ def prepare(study: Study | str | Path, *, constraints: Mapping[str, Any] | None 
         "halving": eta,
     }
     if local.measurer:  # only then: older runs' fingerprints stay valid
-        fingerprint["cost_models"] = list(models)
+        fingerprint["measurement"] = {"cost_models": list(models), "latency_batch": cons.latency_batch}
     setup = SearchSetup(study=study, space=space, spec=spec, local=local, constraints=cons, baseline=baseline,
                         run_dir=Path(run_dir), storage_url=storage, test_batches=test, confirm_batches=confirm,
                         fingerprint=fingerprint, objective=obj, prior_mode=prior_mode, confirm_top=confirm_top,
