@@ -369,6 +369,14 @@ def finish(setup: SearchSetup, *, strategy: str, results: list[Result], best: Re
     return res
 
 
+def _latency_notes(setup: SearchSetup, workers: int) -> list[str]:
+    """A warning when candidates were timed while other evaluations shared the machine."""
+    if workers > 1 and "latency_ms" in setup.baseline.costs:
+        return [f"latency was timed with {workers} evaluations running at once: on one machine they compete "
+                "for its cores (use --workers 1 for latency budgets there)"]
+    return []
+
+
 def _strategy_notes(setup: SearchSetup, problem: Problem, strat: Any, profile: Any, outcome: Any = None) -> list[str]:
     notes = []
     if outcome is not None and outcome.halved:
@@ -457,7 +465,7 @@ def search(study: Study | str | Path | None = None, *, strategy: str = "prioriti
                       seconds=time.perf_counter() - t0, evaluations=len(done), interrupted=True)
     every = _merge(profile.results, outcome.results)
     best = strat.answer(every) if not interrupted else None
-    notes = _strategy_notes(setup, problem, strat, profile, outcome)
+    notes = _strategy_notes(setup, problem, strat, profile, outcome) + _latency_notes(setup, workers)
     return finish(setup, strategy=strategy, results=every, best=best, notes=notes, seconds=time.perf_counter() - t0,
                   evaluations=outcome.new_evaluations, interrupted=interrupted, profile=profile)
 
@@ -562,7 +570,7 @@ def compare(study: Study | str | Path | None = None, *, strategies: Sequence[str
             if best is not None and name in WARM_SOURCES:
                 warm.append(dict(best.candidate.levels))
             res = finish(setup, strategy=name, results=every, best=best, seconds=time.perf_counter() - t0,
-                         notes=_strategy_notes(setup, problem, strat, profile, outcome),
+                         notes=_strategy_notes(setup, problem, strat, profile, outcome) + _latency_notes(setup, workers),
                          evaluations=outcome.new_evaluations,
                          interrupted=outcome.interrupted, run_dir=out_dir / name, profile=profile)
             runs.append(res)
