@@ -300,6 +300,9 @@ class AnalyticCostModel(ParamsMixin):
     """
 
     name = "analytic"
+    #: What a search asks it for (``Result.costs`` keys): predicted from the plan, exact, no forward.
+    provides: tuple[str, ...] = ("params", "param_mb", "macs_g", "act_mb")
+    needs_forward = False
 
     def __init__(self, *, dtype: str = "fp32", spike_bits: int = 1, e_mac_pj: float = E_MAC_PJ,
                  e_ac_pj: float = E_AC_PJ, firing_rates: Mapping[str, float] | None = None) -> None:

@@ -36,6 +36,10 @@ def _run(args: argparse.Namespace) -> int:
         params = ", ".join(p for p in inspect.signature(cls).parameters)
         print(f"{name:<{width}}  {summary}")
         print(f"{'':<{width}}  parameters: {params}")
+        provides = getattr(cls, "provides", ())
+        if provides:  # what a search asks it for (hwsearch.costing)
+            how = "measured on each candidate's own forward" if getattr(cls, "needs_forward", False) else "predicted"
+            print(f"{'':<{width}}  in a search: {', '.join(provides)} ({how})")
     return 0
 
 

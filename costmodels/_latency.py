@@ -69,6 +69,9 @@ class LatencyCostModel(ParamsMixin):
     """
 
     name = "latency"
+    #: What a search asks it for (``Result.costs`` key): timed on the evaluating machine, per candidate.
+    provides: tuple[str, ...] = ("latency_ms",)
+    needs_forward = True
 
     def __init__(self, *, repeats: int = 20, warmup: int = 3, batch_size: int = 1, num_threads: int | None = None,
                  device: str = "cpu", dtype: str = "fp32", spike_bits: int = 1, seed: int = 0) -> None:
@@ -121,8 +124,12 @@ class LatencyCostModel(ParamsMixin):
             torch.set_num_threads(old_threads)
         return statistics.median(times), label
 
-    def measure(self, model: nn.Module, inputs: torch.Tensor | None = None) -> Cost:
-        """Counts of ``model`` with its measured latency (``source='latency'``)."""
+    def measure(self, model: nn.Module, inputs: torch.Tensor | None = None, *, calibration: Any = None) -> Cost:
+        """Counts of ``model`` with its measured latency (``source='latency'``).
+
+        ``calibration`` is accepted for the common measuring interface (:class:`~costmodels.CostModel`)
+        and not used: latency is timed on ``inputs`` (default: a seeded uniform batch of ``batch_size``).
+        """
         latency, label = self.time_ms(model, inputs)
         counts = self._counts(model)
         conventions = {**counts.conventions, "latency": (

@@ -175,10 +175,11 @@ def _spike_stats(model: nn.Module, batches: Iterable[torch.Tensor]) -> tuple[dic
     return per_image, {n: ones[n] / total[n] for n in total if total[n]}, images
 
 
-def _as_batches(calibration: torch.Tensor | Iterable[Any]) -> list[torch.Tensor]:
+def _as_batches(calibration: torch.Tensor | Iterable[Any]) -> Iterable[torch.Tensor]:
+    """The input tensors of ``calibration``, one batch at a time (a streamed split is never held whole)."""
     if isinstance(calibration, torch.Tensor):
         return [calibration]
-    return [b[0] if isinstance(b, (tuple, list)) else b for b in calibration]
+    return (b[0] if isinstance(b, (tuple, list)) else b for b in calibration)
 
 
 def _own_matmuls(model: nn.Module, table: Mapping[str, Mapping[str, int]]) -> dict[str, int]:
@@ -265,6 +266,10 @@ class MeasuredCostModel(ParamsMixin):
     """
 
     name = "measured"
+    #: What a search asks it for (``Result.costs`` keys): measured on each candidate's own forward over
+    #: the eval batches (its firing rates), so pruning's effect on firing is in the number.
+    provides: tuple[str, ...] = ("sops_g", "energy_mj")
+    needs_forward = True
 
     def __init__(self, *, dtype: str = "fp32", spike_bits: int = 1, e_mac_pj: float = E_MAC_PJ,
                  e_ac_pj: float = E_AC_PJ, batch_size: int = 1, seed: int = 0,

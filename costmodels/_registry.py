@@ -26,9 +26,20 @@ class CostModel(Protocol):
     (registry name or :class:`~search_spaces.ModelConfig`, constructor overrides in ``model_kwargs``)
     pruned to ``widths``; groups not named keep every unit. Constructors are keyword-only and store
     their arguments unchanged (so a study spec can rebuild the same cost model).
+
+    What a search asks of it (``hwsearch.costing``, one interface for every registered model):
+
+    * ``provides``: the ``Result.costs`` keys it gives a search (``param_mb``, ``macs_g``, ``act_mb``,
+      ``sops_g``, ``energy_mj``, ``latency_ms``, ...; units in the names);
+    * ``needs_forward``: False when those numbers are predicted from the plan alone (``cost``); True when
+      they are measured on the candidate's own pruned model: then the model also has
+      ``measure(model, inputs=None, *, calibration=None) -> Cost`` (``calibration``: the eval batches a
+      firing-rate count runs over).
     """
 
     name: str
+    provides: tuple[str, ...]
+    needs_forward: bool
 
     def cost(self, config: str | ModelConfig, widths: Widths | None = None, *,
              model_kwargs: Mapping[str, Any] | None = None) -> Cost: ...

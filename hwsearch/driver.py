@@ -31,7 +31,7 @@ from hwsearch.errors import UserError
 from hwsearch.evaluation import Evaluator, EvaluatorSpec
 from hwsearch.loop import check_stored_runs, run_strategy
 from hwsearch.pareto import pareto_front, trials_frame
-from hwsearch.results import Candidate, Constraints, Result
+from hwsearch.results import MEASURED_BUDGETS, Candidate, Constraints, Result
 from hwsearch.runners import make_runner
 from hwsearch.pruning import ChannelGroup
 from hwsearch.space import ALL_AXES, DEFAULT_AXES, DEFAULT_RATES, SearchSpace
@@ -188,7 +188,7 @@ def resolve_objective(objective: str | None, cons: Constraints) -> str:
     from hwsearch.results import OBJECTIVES
 
     if objective in (None, "auto"):
-        budgeted = any(getattr(cons, k) is not None for k in ("param_mb", "macs_g", "act_mb"))
+        budgeted = bool(cons.budgets())
         return "accuracy" if budgeted or cons.max_acc_drop is None else "param_mb"
     if objective not in OBJECTIVES:
         raise UserError(f"unknown objective '{objective}'; use auto or one of {', '.join(OBJECTIVES)}")
@@ -203,7 +203,7 @@ def prepare(study: Study | str | Path, *, constraints: Mapping[str, Any] | None 
             progress: bool = True, bn_recalibrate: int | None = None, prior: str | None = None,
             objective: str | None = None, early_stop: bool | None = None,
             confirm_top: int = CONFIRM_TOP, halving: float | None = None, threads: int | None = None,
-            device: str | None = None) -> SearchSetup:
+            device: str | None = None, cost_models: Sequence[str] | None = None) -> SearchSetup:
     """Load the model and data, build the space, measure the baseline, check the budget is reachable.
 
     ``constraints`` override the study's; a value ``"none"`` switches a study's budget off. The other
@@ -211,8 +211,11 @@ def prepare(study: Study | str | Path, *, constraints: Mapping[str, Any] | None 
     is how many results (the answer first, then the Pareto front) are re-measured on confirm and test.
     ``threads``: torch threads of this process and of each Ray worker (None: the measured default here,
     :func:`hwsearch.devices.default_threads`, and the cluster's CPUs shared out on Ray); ``device``:
-    ``cpu`` (default), ``cuda[:N]`` or ``auto``.
+    ``cpu`` (default), ``cuda[:N]`` or ``auto``. ``cost_models``: registry names the candidates are costed
+    with (None: the study's ``[search] cost_models``; every budget adds its provider, see
+    :func:`hwsearch.costing.resolve_cost_models`).
     """
+    from hwsearch.costing import resolve_cost_models
     from hwsearch.devices import Compute
     from hwsearch.loading import load_study_model, split_indices_digest, study_dataset
 
@@ -235,6 +238,7 @@ def prepare(study: Study | str | Path, *, constraints: Mapping[str, Any] | None 
     if not (eta == 0 or eta >= 2):
         raise UserError(f"--halving must be 0 (off) or a factor >= 2, got {eta:g}")
     obj = resolve_objective(objective if objective is not None else sspec.objective, cons)
+    models = resolve_cost_models(sspec.cost_models if cost_models is None else cost_models, budgets=cons.budgets())
     loaded = load_study_model(study)
     space = SearchSpace.from_model(loaded.model, axes=axes, rates=rates,
                                    checkpoint_sha256=loaded.checkpoint.sha256, criterion=criterion)
@@ -253,7 +257,8 @@ def prepare(study: Study | str | Path, *, constraints: Mapping[str, Any] | None 
                          state_dict={k: v.clone() for k, v in loaded.model.state_dict().items()}, space=space,
                          batches=batches, constraints=cons, calibration_batches=calib, bn_recalibrate=bn,
                          stop_drop=cons.max_acc_drop if stop else None,
-                         config_def=_definition(loaded.config), threads=compute.threads, device=compute.device)
+                         config_def=_definition(loaded.config), threads=compute.threads, device=compute.device,
+                         cost_models=models)
     local = Evaluator(spec)
     base_costs = local.costs({})
     for key, (flag, unit) in _FLAGS.items():  # before any evaluation: is the budget reachable at all?
@@ -267,9 +272,11 @@ def prepare(study: Study | str | Path, *, constraints: Mapping[str, Any] | None 
                 raise UserError(UNREACHABLE.format(what=key, limit=limit, unit=unit, best=best, flag=flag, more=more))
     acc = local.accuracy(local.model)
     spec.baseline_accuracy = acc
+    measured, where = local.measured_costs(local.model)  # {} unless a forward-needing cost model is on
+    base_costs = {**base_costs, **measured}
     baseline = Result(candidate=Candidate(levels={}, tag="baseline"), status="ok", accuracy=acc, acc_drop=0.0,
                       costs=base_costs, violations=cons.violations(base_costs, 0.0),
-                      samples=count_samples(batches))
+                      samples=count_samples(batches), measured_on=where)
     test = _batches(study_dataset(study, study.data.test_split), study.data.batch_size)
     confirm = (_batches(study_dataset(study, study.data.confirm_split), study.data.batch_size)
                if study.data.confirm_split else [])
@@ -285,6 +292,8 @@ def prepare(study: Study | str | Path, *, constraints: Mapping[str, Any] | None 
         "constraints": cons.to_dict(), "objective": obj, "prior": prior_mode, "early_stop": stop,
         "halving": eta,
     }
+    if local.measurer:  # only then: older runs' fingerprints stay valid
+        fingerprint["measurement"] = {"cost_models": list(models), "latency_batch": cons.latency_batch}
     setup = SearchSetup(study=study, space=space, spec=spec, local=local, constraints=cons, baseline=baseline,
                         run_dir=Path(run_dir), storage_url=storage, test_batches=test, confirm_batches=confirm,
                         fingerprint=fingerprint, objective=obj, prior_mode=prior_mode, confirm_top=confirm_top,
@@ -360,6 +369,14 @@ def finish(setup: SearchSetup, *, strategy: str, results: list[Result], best: Re
     return res
 
 
+def _latency_notes(setup: SearchSetup, workers: int) -> list[str]:
+    """A warning when candidates were timed while other evaluations shared the machine."""
+    if workers > 1 and "latency_ms" in setup.baseline.costs:
+        return [f"latency was timed with {workers} evaluations running at once: on one machine they compete "
+                "for its cores (use --workers 1 for latency budgets there)"]
+    return []
+
+
 def _strategy_notes(setup: SearchSetup, problem: Problem, strat: Any, profile: Any, outcome: Any = None) -> list[str]:
     notes = []
     if outcome is not None and outcome.halved:
@@ -383,14 +400,16 @@ def search(study: Study | str | Path | None = None, *, strategy: str = "prioriti
            bn_recalibrate: int | None = None, prior: str | None = None, objective: str | None = None,
            early_stop: bool | None = None, warm_start: Sequence[Mapping[str, int]] = (),
            confirm_top: int = CONFIRM_TOP, halving: float | None = None, threads: int | None = None,
-           device: str | None = None) -> SearchResult:
+           device: str | None = None, cost_models: Sequence[str] | None = None) -> SearchResult:
     """Search pruning plans of ``study``'s model with one strategy; write and return the results.
 
     Args:
         study: a Study, or the path of a study TOML (None: the demo study).
         strategy: registered strategy name (``hwsearch strategies``).
-        constraints: overrides of the study's constraints: ``param_mb``, ``macs_g``, ``act_mb``,
-            ``max_acc_drop`` (percentage points), ``dtype``; ``"none"`` switches one off.
+        constraints: overrides of the study's constraints: ``param_mb``, ``macs_g``, ``act_mb``, ``sops_g``,
+            ``energy_mj``, ``latency_ms`` (with ``latency_batch``), ``max_acc_drop`` (percentage points),
+            ``dtype``; ``"none"`` switches one off. The measured budgets (SOPs, energy, latency) are checked
+            on each evaluated candidate after its evaluation (strategies plan on the analytic ones).
         trials: the most new accuracy evaluations (the strategy's own default when None); the shared
             profile is not counted.
         workers / ray_address: parallel evaluation on Ray (local, or an existing cluster).
@@ -405,6 +424,7 @@ def search(study: Study | str | Path | None = None, *, strategy: str = "prioriti
         warm_start: level maps evaluated first by the global strategies.
         threads / device: torch threads (per process, per Ray worker) and ``cpu``/``cuda``/``auto``
             (see :func:`prepare`).
+        cost_models: the cost models candidates are costed with (None: the study's; see :func:`prepare`).
     """
     from hwsearch.profiling import ensure_profile
     from hwsearch.study import default_study_path
@@ -416,7 +436,8 @@ def search(study: Study | str | Path | None = None, *, strategy: str = "prioriti
         setup = prepare(study_obj, constraints=constraints, axes=axes, rates=rates, criterion=criterion,
                         eval_subset=eval_subset, run_dir=run_dir, storage=storage, progress=progress,
                         bn_recalibrate=bn_recalibrate, prior=prior, objective=objective, early_stop=early_stop,
-                        confirm_top=confirm_top, halving=halving, threads=threads, device=device)
+                        confirm_top=confirm_top, halving=halving, threads=threads, device=device,
+                        cost_models=cost_models)
     strat = create_strategy(strategy, seed=seed, **dict(strategy_params or {}))
     if resume:
         check_stored_runs(setup, [strategy])  # a mismatch is reported before the profile, not after
@@ -444,7 +465,7 @@ def search(study: Study | str | Path | None = None, *, strategy: str = "prioriti
                       seconds=time.perf_counter() - t0, evaluations=len(done), interrupted=True)
     every = _merge(profile.results, outcome.results)
     best = strat.answer(every) if not interrupted else None
-    notes = _strategy_notes(setup, problem, strat, profile, outcome)
+    notes = _strategy_notes(setup, problem, strat, profile, outcome) + _latency_notes(setup, workers)
     return finish(setup, strategy=strategy, results=every, best=best, notes=notes, seconds=time.perf_counter() - t0,
                   evaluations=outcome.new_evaluations, interrupted=interrupted, profile=profile)
 
@@ -455,9 +476,12 @@ def _finetune_columns(setup: SearchSetup, res: SearchResult, epochs: int, *, res
     from hwsearch.finetune import finetune_run_answer
 
     ft = finetune_run_answer(setup.study, res.run_dir, epochs, resume=resume, progress=progress)
-    test_base = setup.baseline_test
-    return {"finetuned_top1": ft.eval_after, "finetuned_test_drop": None if test_base is None else test_base - ft.test_after,
-            "finetune_s": round(ft.seconds, 1)}
+    test_base, confirm_base = setup.baseline_test, setup.baseline_confirm
+    return {"finetuned_top1": ft.eval_after,
+            "finetuned_confirm_drop": None if confirm_base is None or ft.confirm_after is None
+            else confirm_base - ft.confirm_after,
+            "finetuned_test_drop": None if test_base is None else test_base - ft.test_after,
+            "finetune_epochs": ft.epochs, "finetune_s": round(ft.seconds, 1)}
 
 
 def _merge(history: Sequence[Result], results: Sequence[Result]) -> list[Result]:
@@ -483,7 +507,8 @@ def compare(study: Study | str | Path | None = None, *, strategies: Sequence[str
             prior: str | None = None, objective: str | None = None, early_stop: bool | None = None,
             warm_start: bool = True, setup: SearchSetup | None = None,
             confirm_top: int = CONFIRM_TOP, halving: float | None = None, threads: int | None = None,
-            device: str | None = None, finetune_epochs: int | None = None) -> tuple[pd.DataFrame, list[SearchResult]]:
+            device: str | None = None, finetune_epochs: int | None = None,
+            cost_models: Sequence[str] | None = None) -> tuple[pd.DataFrame, list[SearchResult]]:
     """Run several strategies on one study under the same evaluation budget and seed.
 
     Every strategy gets ``eval_budget`` new accuracy evaluations and the same shared profile (computed or
@@ -510,7 +535,7 @@ def compare(study: Study | str | Path | None = None, *, strategies: Sequence[str
                         eval_subset=eval_subset, run_dir=out_dir, storage=str(out_dir / "optuna.journal"),
                         progress=progress, bn_recalibrate=bn_recalibrate, prior=prior, objective=objective,
                         early_stop=early_stop, confirm_top=confirm_top, halving=halving, threads=threads,
-                        device=device)
+                        device=device, cost_models=cost_models)
     out_dir = setup.run_dir
     order = [n for n in WARM_SOURCES if n in strategies] + [n for n in strategies if n not in WARM_SOURCES]
     rows, runs = [], []
@@ -545,7 +570,7 @@ def compare(study: Study | str | Path | None = None, *, strategies: Sequence[str
             if best is not None and name in WARM_SOURCES:
                 warm.append(dict(best.candidate.levels))
             res = finish(setup, strategy=name, results=every, best=best, seconds=time.perf_counter() - t0,
-                         notes=_strategy_notes(setup, problem, strat, profile, outcome),
+                         notes=_strategy_notes(setup, problem, strat, profile, outcome) + _latency_notes(setup, workers),
                          evaluations=outcome.new_evaluations,
                          interrupted=outcome.interrupted, run_dir=out_dir / name, profile=profile)
             runs.append(res)
@@ -556,6 +581,8 @@ def compare(study: Study | str | Path | None = None, *, strategies: Sequence[str
                          "macs_saving_%": 100 * (1 - best.costs["macs_g"] / base["macs_g"]) if best else None,
                          "feasible": sum(r.feasible for r in outcome.results), "evaluations": outcome.new_evaluations,
                          "wall_s": round(res.seconds, 1)})
+            rows[-1].update({k: best.costs.get(k) if best else None for k in setup.baseline.costs
+                             if k in MEASURED_BUDGETS})  # SOPs, energy, latency when measured
             if finetune_epochs and best is not None and not outcome.interrupted:
                 rows[-1].update(_finetune_columns(setup, res, finetune_epochs, resume=resume, progress=progress))
             if outcome.interrupted:

@@ -32,11 +32,13 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import functional
 
+from hwsearch.costing import CandidateCosts
 from hwsearch.data import count_samples
 from hwsearch.metrics import correct_per_batch, top1_accuracy
 from hwsearch.prefix import DEFAULT_PREFIX_CACHE_MB, PrefixCache, forward_fn, prefix_length, touched_modules, trace_chain
 from hwsearch.pruning import ChannelGroup, PruningPlan, create_criterion, groups_of, prune, topk_units
 from hwsearch.results import Candidate, Constraints, Result
+from hwsearch.sensitivity import PROFILE_TAG
 from hwsearch.space import SearchSpace
 
 __all__ = ["EvaluatorSpec", "Evaluator", "cost_metrics", "FAULT_TAGS", "recalibrate_bn", "staged_accuracy",
@@ -75,6 +77,10 @@ class EvaluatorSpec:
         threads: torch threads of the evaluating process (None: leave as set).
         device: ``cpu`` or ``cuda[:N]`` (resolved already, see :func:`hwsearch.devices.resolve_device`).
         prefix_cache_mb: memory for stored prefix activations (0: no prefix reuse).
+        cost_models: registry names of the search's cost models (:func:`hwsearch.costing.resolve_cost_models`):
+            the analytic one predicts every candidate's costs; forward-needing ones (``measured``:
+            SOPs and energy from the candidate's firing rates on ``batches``; ``latency``: timed at
+            ``constraints.latency_batch`` on ``device``) measure each fully evaluated candidate.
     """
 
     config: str
@@ -93,6 +99,7 @@ class EvaluatorSpec:
     config_def: Mapping[str, Any] | None = None
     device: str = "cpu"
     prefix_cache_mb: float = DEFAULT_PREFIX_CACHE_MB
+    cost_models: tuple[str, ...] = ("analytic",)
 
 
 def recalibrate_bn(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], *,
@@ -213,6 +220,8 @@ class Evaluator:
         self.groups = groups_of(self.model)
         self._scores = self._rank()
         self.compiled = AnalyticCostModel(dtype=spec.constraints.dtype).compile(spec.config, spec.model_kwargs)
+        self.measurer = CandidateCosts(names=spec.cost_models, dtype=spec.constraints.dtype,
+                                       latency_batch=spec.constraints.latency_batch, device=spec.device)
         self.total = count_samples(spec.batches)
         self.prefix: PrefixCache | None = None
         if spec.prefix_cache_mb > 0 and self.total:
@@ -276,6 +285,13 @@ class Evaluator:
         """Analytic costs of a candidate (no model built)."""
         return cost_metrics(self.compiled.cost(self.space.widths(levels), per_layer=False))
 
+    def measured_costs(self, model: nn.Module) -> tuple[dict[str, float], str]:
+        """The forward-needing cost models' metrics of ``model`` (SOPs over the eval batches, latency on
+        this evaluator's device) and where they were measured; ``({}, '')`` when the search asks none."""
+        if not self.measurer:
+            return {}, ""
+        return self.measurer.measure(model, self.spec.batches)
+
     def accuracy(self, model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None) -> float:
         """Top-1 of ``model`` on this evaluator's device on ``batches`` (default: the eval batches).
 
@@ -302,6 +318,10 @@ class Evaluator:
                 staged = staged_accuracy(model, self.spec.batches, baseline=self.spec.baseline_accuracy,
                                          stop_drop=self.spec.stop_drop, forward=run, device=self.device,
                                          total=self.total, rungs=candidate.rungs)
+            where = ""
+            if staged.complete and candidate.tag != PROFILE_TAG:  # the shared profile is not measured
+                measured, where = self.measured_costs(model)
+                costs = {**costs, **measured}
         except KeyboardInterrupt:
             raise
         except Exception as e:  # noqa: BLE001 - one failing candidate must not end the search
@@ -313,4 +333,5 @@ class Evaluator:
         status = "ok" if staged.complete else "halved" if staged.halved else "stopped"
         return Result(candidate=candidate, status=status, accuracy=acc, acc_drop=drop,
                       costs=costs, violations=self.spec.constraints.violations(costs, drop),
-                      seconds=time.perf_counter() - t0, samples=staged.seen, stage_correct=staged.stage_correct)
+                      seconds=time.perf_counter() - t0, samples=staged.seen, stage_correct=staged.stage_correct,
+                      measured_on=where)

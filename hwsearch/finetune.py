@@ -22,7 +22,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from hwsearch.metrics import top1_accuracy
 from hwsearch.progress import progress_bar
 from hwsearch.study import Study
 
-__all__ = ["FinetuneResult", "finetune", "finetune_run_answer", "LOSSES", "STATE_FILE", "SUMMARY_FILE", "distillation_loss"]
+__all__ = ["FinetuneResult", "finetune", "finetune_run", "finetune_run_answer", "LOSSES", "STATE_FILE", "SUMMARY_FILE", "distillation_loss"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,11 @@ class FinetuneResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FinetuneResult:
+        """The result a ``finetune.json`` holds (unknown keys ignored)."""
+        return cls(**{f.name: data[f.name] for f in fields(cls)})
 
 
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor, *,
@@ -224,14 +229,40 @@ def finetune(study: Study, model_dir: str | Path, *, epochs: int = 3, loss: str 
     return student, result
 
 
-def finetune_run_answer(study: Study, run_dir: Path, epochs: int, *, resume: bool = False,
-                        progress: bool = True) -> FinetuneResult:
-    """Fine-tune a run directory's answer (``best/`` -> ``best-finetuned/``, distillation) and add the
-    with/without table to its report (what ``run`` and ``compare`` do with ``--finetune-epochs``)."""
-    from hwsearch.report import append_finetune_section
+def finetune_run(study: Study, run_dir: Path, *, top: int = 1, out: str | Path | None = None, resume: bool = False,
+                 progress: bool = True, **settings: Any) -> list[FinetuneResult]:
+    """Fine-tune a run directory's answer and the ``top - 1`` plans after it; add them to its report.
 
-    out = run_dir / "best-finetuned"
-    _, res = finetune(study, run_dir / "best", epochs=epochs, out=out, resume=resume and (out / STATE_FILE).exists(),
-                      progress=progress)
-    append_finetune_section(run_dir, res)
-    return res
+    The answer ``best/`` goes to ``best-finetuned/`` (or ``out``); each runner-up ``pareto/<key>/``
+    (:mod:`hwsearch.runplans`: the feasible Pareto front first, then plans that miss only the drop
+    limit) has its pruned model built there and goes to ``pareto/<key>-finetuned/``. A folder holding
+    a stopped fine-tuning run continues it when ``resume``. ``settings``: :func:`finetune`'s
+    (``epochs``, ``loss``, ``lr``, ...). Returns one result per model, the answer first.
+    """
+    from hwsearch.report import append_finetune_section
+    from hwsearch.runplans import materialize, runner_up_dirs
+
+    if top < 1:
+        raise UserError(f"--top must be at least 1, got {top}")
+    if top > 1 and out is not None:
+        raise UserError("--out names one folder; with --top K each model is written next to its pruned one (drop --out)")
+    dirs = [run_dir / "best", *runner_up_dirs(run_dir)[: top - 1]]
+    results = []
+    for model_dir in dirs:
+        if model_dir.name != "best":
+            materialize(study, model_dir)
+        target = Path(out) if out is not None else model_dir.with_name(model_dir.name + "-finetuned")
+        _, res = finetune(study, model_dir, out=target, resume=resume and (target / STATE_FILE).exists(),
+                          progress=progress, **settings)
+        results.append(res)
+    if (run_dir / "report.md").is_file():
+        append_finetune_section(run_dir, results)
+    return results
+
+
+def finetune_run_answer(study: Study, run_dir: Path, epochs: int, *, top: int = 1, resume: bool = False,
+                        progress: bool = True) -> FinetuneResult:
+    """Fine-tune a run directory's answer (and ``top - 1`` runners-up, see :func:`finetune_run`) with
+    distillation, and add the with/without table to its report (what ``run`` and ``compare`` do with
+    ``--finetune-epochs``); returns the answer's result."""
+    return finetune_run(study, run_dir, top=top, epochs=epochs, resume=resume, progress=progress)[0]

@@ -6,19 +6,26 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from hwsearch.results import COST_KEYS, Result
+from hwsearch.results import COST_KEYS, MEASURED_BUDGETS, Result, objective_value
 from hwsearch.space import SearchSpace
 
-__all__ = ["trials_frame", "pareto_front", "plot_pareto"]
+__all__ = ["trials_frame", "pareto_front", "plot_pareto", "runner_ups"]
 
 
 def trials_frame(results: Sequence[Result], space: SearchSpace) -> pd.DataFrame:
-    """One row per evaluated candidate: per-group rates, accuracy, every cost, feasibility."""
+    """One row per evaluated candidate: per-group rates, accuracy, every cost, feasibility.
+
+    Measured costs (``sops_g``, ``energy_mj``, ``latency_ms``) and ``measured_on`` (where the latency was
+    timed) are columns only when some candidate was measured; unmeasured candidates leave them empty.
+    """
     rows = []
+    measured = [k for k in MEASURED_BUDGETS if any(k in r.costs for r in results)]  # only when a model measured them
+    where = any(r.measured_on for r in results)
     for r in results:
         row: dict[str, object] = {"number": r.number, "tag": r.candidate.tag, "status": r.status,
                                   "accuracy": r.accuracy, "acc_drop": r.acc_drop}
         row.update({k: r.costs.get(k) for k in ("params", "param_mb", "macs_g", "act_mb")})
+        row.update({k: r.costs.get(k) for k in measured})
         row["feasible"] = r.feasible
         row.update({f"over_{k}": v for k, v in r.violations.items()})
         for v in space.variables:
@@ -27,6 +34,8 @@ def trials_frame(results: Sequence[Result], space: SearchSpace) -> pd.DataFrame:
         row["seconds"] = round(r.seconds, 3)
         row["error"] = r.error
         row["key"] = r.candidate.key
+        if where:
+            row["measured_on"] = r.measured_on
         rows.append(row)
     if not rows:  # the header alone, so an empty table still reads back
         cols = ["number", "tag", "status", "accuracy", "acc_drop", *COST_KEYS, "feasible",
@@ -49,6 +58,25 @@ def pareto_front(results: Sequence[Result], cost_keys: Sequence[str] = ("param_m
     pts = {k: (-float(r.accuracy), *(float(r.costs[c]) for c in cost_keys)) for k, r in pool.items()}  # type: ignore[arg-type]
     front = [r for k, r in pool.items() if not any(_dominates(pts[o], pts[k]) for o in pool if o != k)]
     return sorted(front, key=lambda r: float(r.costs[cost_keys[0]]))
+
+
+def runner_ups(results: Sequence[Result], best: Result | None, objective: str = "accuracy") -> list[Result]:
+    """The plans after the answer, best first: the feasible Pareto front in ``objective`` order, then the
+    candidates that meet every cost budget and miss only the drop limit (non-dominated, most accurate
+    first: fine-tuning may bring them within it). The answer itself is left out."""
+    front = pareto_front(results)
+    front.sort(key=lambda r: -objective_value(r, objective))
+    near = [r for r in results if r.ok and not r.feasible
+            and all(v <= 1e-12 for k, v in r.violations.items() if k != "acc_drop")]
+    near_front = pareto_front(near, feasible_only=False)
+    near_front.sort(key=lambda r: -float(r.accuracy or 0.0))
+    skip = {best.candidate.key} if best is not None else set()
+    out = []
+    for r in [*front, *near_front]:
+        if r.candidate.key not in skip:
+            skip.add(r.candidate.key)
+            out.append(r)
+    return out
 
 
 def plot_pareto(series: dict[str, Sequence[Result]], path: str, *, baseline: Result | None = None,

@@ -19,7 +19,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -175,7 +175,7 @@ def ensure_profile(setup: Any, runner: Any, *, file: str | Path | None = None, p
             data = json.loads(path.read_text())
             if data.get("schema") == CACHE_SCHEMA and data.get("key") == key and _serves(data.get("stop_drop"), limit):
                 table = SensitivityTable.from_dict(data["table"])
-                results = [Result.from_dict(r) for r in data["results"]]
+                results = [_rescored(setup, Result.from_dict(r)) for r in data["results"]]
                 log.info("reusing the profile %s", path)
                 _write_table_files(setup, table)
                 return Profile(table=table, results=results, source=f"cache {path}")
@@ -202,6 +202,14 @@ def ensure_profile(setup: Any, runner: Any, *, file: str | Path | None = None, p
                             "results": [r.to_dict() for r in results], "seconds": seconds})
     _write_table_files(setup, table)
     return Profile(table=table, results=results, new_evaluations=outcome.fresh, seconds=seconds)
+
+
+def _rescored(setup: Any, result: Result) -> Result:
+    """A cached profile result with its constraint excesses under this run's constraints (the cache is
+    shared by runs with other budgets; a measured budget finds no measurement in it: infeasible)."""
+    if not result.costs:
+        return result
+    return replace(result, violations=setup.constraints.violations(result.costs, result.acc_drop))
 
 
 def _entries_as_results(setup: Any, table: SensitivityTable) -> list[Result]:

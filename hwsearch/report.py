@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from hwsearch.atomic import atomic_write_text
+from hwsearch.costing import METRICS
+from hwsearch.results import MEASURED_BUDGETS
 
 __all__ = ["write_outputs", "report_markdown"]
 
@@ -30,6 +32,8 @@ def report_markdown(setup: Any, res: Any) -> str:
     lines += ["## Requested vs achieved", "", "| metric | requested | baseline | pruned | ratio |", "| --- | ---: | ---: | ---: | ---: |"]
     rows = [("parameters", None, "params"), (f"parameter memory (MB, {c.dtype})", c.param_mb, "param_mb"),
             ("dense MACs (G / image)", c.macs_g, "macs_g"), ("spike-activation memory (MB)", c.act_mb, "act_mb")]
+    rows += [(f"{METRICS[k].label} ({METRICS[k].unit}, measured)", getattr(c, k), k) for k in MEASURED_BUDGETS
+             if getattr(c, k) is not None or k in base.costs]
     for label, req, key in rows:
         b = base.costs.get(key)
         p = best.costs.get(key) if best else None
@@ -66,6 +70,7 @@ def report_markdown(setup: Any, res: Any) -> str:
               f"- searched groups: {len(setup.space)} ({', '.join(sorted({v.kind for v in setup.space.variables}))}), "
               f"ranking `{setup.space.criterion}`",
               f"- constraints: {json.dumps(c.to_dict())}", ""]
+    lines += cost_model_lines(setup, res)
     if res.notes:
         lines += ["## Notes", "", *[f"- {n}" for n in res.notes], ""]
     if best is not None:
@@ -83,10 +88,15 @@ def report_markdown(setup: Any, res: Any) -> str:
         lines.append("")
     ok = sorted([r for r in res.results if r.feasible], key=lambda r: -(r.accuracy or 0))[:10]
     if ok:
-        lines += ["## Top feasible candidates", "", "| # | top-1 | drop | param MB | GMACs | act MB | tag |", "| ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+        extra = [k for k in MEASURED_BUDGETS if k in res.baseline.costs]
+        heads = {"sops_g": "GSOPs", "energy_mj": "mJ", "latency_ms": "latency ms"}
+        lines += ["## Top feasible candidates", "",
+                  "| # | top-1 | drop | param MB | GMACs | act MB | " + "".join(f"{heads[k]} | " for k in extra) + "tag |",
+                  "| ---: | ---: | ---: | ---: | ---: | ---: | " + "---: | " * len(extra) + "--- |"]
         for r in ok:
             lines.append(f"| {r.number} | {r.accuracy:.2f} | {r.acc_drop:.2f} | {r.costs['param_mb']:.4g} | "
-                         f"{r.costs['macs_g']:.4g} | {r.costs['act_mb']:.4g} | {r.candidate.tag} |")
+                         f"{r.costs['macs_g']:.4g} | {r.costs['act_mb']:.4g} | "
+                         + "".join(f"{_fmt(r.costs.get(k))} | " for k in extra) + f"{r.candidate.tag} |")
         lines.append("")
     out = Path(getattr(res, "run_dir", None) or setup.run_dir)  # in a comparison: this strategy's folder
     files = [("trials.csv", "every candidate"), ("pareto.csv", "non-dominated feasible candidates"),
@@ -124,42 +134,125 @@ def write_outputs(setup: Any, res: Any, *, report_only: bool = False) -> None:
                    "accuracy_confirm": res.best_confirm_accuracy, "accuracy_test": res.best_test_accuracy,
                    **res.best.costs}
         atomic_write_text(out / "best" / "summary.json", json.dumps(summary, indent=1) + "\n")
+    if not res.interrupted:
+        from hwsearch.runplans import write_runner_ups
+
+        write_runner_ups(setup, res, out)  # the plans `finetune --top K` fine-tunes after the answer
     atomic_write_text(out / "report.md", report_markdown(setup, res))
 
 
+def cost_model_lines(setup: Any, res: Any) -> list[str]:
+    """The report's "Cost models" section: which numbers are analytic, which measured, and where."""
+    names = tuple(getattr(setup.spec, "cost_models", ("analytic",)))
+    d = setup.study.data
+    lines = ["## Cost models", "",
+             f"- cost models: {', '.join(f'`{n}`' for n in names)}",
+             "- **analytic** (predicted from each plan, exact: equal to the pruned model): parameters, parameter "
+             "memory, dense MACs, spike-activation memory; the strategies plan on these"]
+    measured = [k for k in MEASURED_BUDGETS if k in res.baseline.costs]
+    if not measured:
+        return lines + ["- **measured**: none (no SOP, energy or latency budget, and no forward-needing cost model)", ""]
+    images = getattr(setup.local, "total", None)
+    if "sops_g" in measured or "energy_mj" in measured:
+        lines.append(f"- **measured** on each fully evaluated candidate's own pruned model: SOPs"
+                     + (" and the energy estimate" if "energy_mj" in measured else "")
+                     + f" from its firing rates over the eval split `{d.eval_split}`"
+                     + (f" ({images} images)" if images else "")
+                     + "; SOP = rate of the input LIF x dense MACs of binary-input layers (cost-conventions §4)")
+    if "energy_mj" in measured:
+        from costmodels import ENERGY_CAVEAT
+
+        lines.append(f"- energy is an {ENERGY_CAVEAT}")
+    if "latency_ms" in measured:
+        where = (res.best.measured_on if res.best is not None and res.best.measured_on else res.baseline.measured_on)
+        lines.append(f"- **measured** latency: median of timed forwards of {_latency_batch(setup)} image(s) on the machine "
+                     f"that evaluated the candidate: {where or 'unknown'}")
+    lines += ["- the shared profile's single-group candidates are not measured: a measured budget counts them "
+              "infeasible; candidates stopped early are not measured either", ""]
+    return lines
+
+
+def _latency_batch(setup: Any) -> int:
+    return int(getattr(setup.constraints, "latency_batch", 1))
+
+
 FINETUNE_HEADING = "## Fine-tuning"
+#: Columns the fine-tuned models add to pareto.csv and trials.csv (on their candidate's row).
+FINETUNE_COLUMNS = ("finetuned_eval_accuracy", "finetuned_confirm_accuracy", "finetuned_test_accuracy",
+                    "finetune_epochs", "finetune_s")
 
 
-def append_finetune_section(run_dir: Path, res: Any) -> None:
-    """Add (or replace) the with/without fine-tuning table in ``report.md`` and the fine-tuned columns of
-    the answer's row in ``pareto.csv`` (``res``: a :class:`~hwsearch.finetune.FinetuneResult`)."""
+def _summary(model_dir: str | Path) -> dict[str, Any]:
+    path = Path(model_dir) / "summary.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _found_finetunes(run_dir: Path) -> list[Any]:
+    """Fine-tuning results already in a run directory (``best-finetuned/``, ``pareto/<key>-finetuned/``)."""
+    from hwsearch.finetune import SUMMARY_FILE, FinetuneResult
+
+    out = []
+    for path in [run_dir / "best-finetuned" / SUMMARY_FILE, *sorted(run_dir.glob(f"pareto/*-finetuned/{SUMMARY_FILE}"))]:
+        try:
+            out.append(FinetuneResult.from_dict(json.loads(path.read_text())))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError):
+            continue
+    return out
+
+
+def append_finetune_section(run_dir: Path, results: Any) -> None:
+    """Add (or replace) the with/without fine-tuning table in ``report.md`` and the fine-tuned columns
+    (:data:`FINETUNE_COLUMNS`) of each fine-tuned candidate's row in ``pareto.csv`` and ``trials.csv``.
+
+    ``results``: :class:`~hwsearch.finetune.FinetuneResult` (one or a sequence); fine-tuned models
+    already in the run directory (``best-finetuned/``, ``pareto/<key>-finetuned/``) stay in the table.
+    """
     import pandas as pd
 
+    given = [results] if not isinstance(results, (list, tuple)) else list(results)
+    merged = {str(Path(r.out_dir).resolve()): r for r in _found_finetunes(run_dir)}
+    merged.update({str(Path(r.out_dir).resolve()): r for r in given})
+    rows = sorted(merged.values(), key=lambda r: (Path(r.model_dir).name != "best",
+                                                  _summary(r.model_dir).get("rank", 0), r.out_dir))
     report = run_dir / "report.md"
     text = report.read_text()
     if FINETUNE_HEADING in text:
         text = text[: text.index(FINETUNE_HEADING)].rstrip() + "\n"
-    rows = [("eval", res.eval_before, res.eval_after), ("confirm", res.confirm_before, res.confirm_after),
-            ("test", res.test_before, res.test_after)]
     lines = [FINETUNE_HEADING, "",
-             f"`{res.out_dir}`: {res.epochs} epochs of {'distillation from the unpruned model' if res.loss == 'kd' else 'cross-entropy'} "
-             f"(lr {res.lr:g}" + (f", T {res.temperature:g}, alpha {res.alpha:g}" if res.loss == "kd" else "")
-             + f", seed {res.seed}), epoch {res.best_epoch} kept (best on the eval split; 0 = as pruned), "
-             f"{res.seconds:.1f} s.", "",
-             "| split | top-1 without fine-tuning | top-1 with fine-tuning |", "| --- | ---: | ---: |"]
-    lines += [f"| {name} | {before:.2f} % | {after:.2f} % |" for name, before, after in rows if before is not None]
+             "Each model fine-tuned with surrogate gradients on the training split, the epoch best on the eval split "
+             "kept (0 = as pruned); top-1 without -> with fine-tuning.", "",
+             "| model | folder | loss | epochs | kept epoch | eval top-1 | confirm top-1 | test top-1 | time |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        info = _summary(r.model_dir)
+        label = ("answer" if Path(r.model_dir).name == "best" else
+                 f"pareto #{info.get('rank', '?')}" + ("" if info.get("feasible", True) else " (missed the drop limit)"))
+        loss = ("distillation" if r.loss == "kd" else "cross-entropy") + f", lr {r.lr:g}"
+        cells = [f"{b:.2f} -> {a:.2f} %" if b is not None and a is not None else "-"
+                 for b, a in ((r.eval_before, r.eval_after), (r.confirm_before, r.confirm_after),
+                              (r.test_before, r.test_after))]
+        folder, base = Path(r.out_dir).resolve(), run_dir.resolve()
+        shown = folder.relative_to(base) if folder.is_relative_to(base) else folder
+        lines.append(f"| {label} | `{shown}` | {loss} | {r.epochs} | {r.best_epoch} | {' | '.join(cells)} | "
+                     f"{r.seconds:.1f} s |")
     atomic_write_text(report, text.rstrip() + "\n\n" + "\n".join(lines) + "\n")
-    pareto = run_dir / "pareto.csv"
-    summary = run_dir / "best" / "summary.json"
-    if pareto.is_file() and summary.is_file():
-        frame = pd.read_csv(pareto)
-        key = json.loads(summary.read_text()).get("key")
-        for col in ("finetuned_eval_accuracy", "finetuned_confirm_accuracy", "finetuned_test_accuracy"):
+    by_key = {str(_summary(r.model_dir).get("key")): r for r in rows if _summary(r.model_dir).get("key")}
+    for name in ("pareto.csv", "trials.csv"):
+        path = run_dir / name
+        if not path.is_file():
+            continue
+        frame = pd.read_csv(path)
+        for col in FINETUNE_COLUMNS:
             if col not in frame.columns:
                 frame[col] = None
-        if key is not None and "key" in frame.columns:
-            row = frame["key"].astype(str) == str(key)
-            frame.loc[row, "finetuned_eval_accuracy"] = res.eval_after
-            frame.loc[row, "finetuned_confirm_accuracy"] = res.confirm_after
-            frame.loc[row, "finetuned_test_accuracy"] = res.test_after
-        atomic_write_text(pareto, frame.to_csv(index=False))
+        if "key" in frame.columns:
+            for key, r in by_key.items():
+                row = frame["key"].astype(str) == key
+                for col, value in zip(FINETUNE_COLUMNS, (r.eval_after, r.confirm_after, r.test_after, r.epochs,
+                                                         round(r.seconds, 1))):
+                    frame.loc[row, col] = value
+        atomic_write_text(path, frame.to_csv(index=False))

@@ -10,10 +10,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["Candidate", "Result", "Constraints", "candidate_key", "COST_KEYS", "OBJECTIVES", "select_best",
-           "rank_feasible", "objective_value"]
+           "rank_feasible", "objective_value", "ANALYTIC_BUDGETS", "MEASURED_BUDGETS", "BUDGET_KEYS"]
 
 #: Cost metrics every Result carries (analytic, exact for params and MACs).
 COST_KEYS: tuple[str, ...] = ("params", "param_mb", "macs_g", "act_mb")
+#: Budgets on analytic costs: predicted exactly from a plan, so strategies plan on them.
+ANALYTIC_BUDGETS: tuple[str, ...] = ("param_mb", "macs_g", "act_mb")
+#: Budgets on costs measured on each evaluated candidate's own forward (SOPs and energy from its firing
+#: rates, latency from timing it): checked after the evaluation, never predicted.
+MEASURED_BUDGETS: tuple[str, ...] = ("sops_g", "energy_mj", "latency_ms")
+BUDGET_KEYS: tuple[str, ...] = ANALYTIC_BUDGETS + MEASURED_BUDGETS
 #: What a search optimises among the feasible candidates: top-1 (``accuracy``, the default when a cost
 #: budget is set) or one cost to minimise under the accuracy-drop limit (the default without a budget).
 OBJECTIVES: tuple[str, ...] = ("accuracy", "param_mb", "macs_g", "act_mb")
@@ -63,6 +69,13 @@ class Constraints:
         param_mb: parameter memory in MB (10^6 bytes) at ``dtype``.
         macs_g: dense MACs per image in G (10^9).
         act_mb: spike-activation memory in MB.
+        sops_g: synaptic operations per image in G, from the candidate's own firing rates on the eval
+            split (measured).
+        energy_mj: energy estimate per image in mJ (E_MAC·MACs(non-binary inputs) + E_AC·SOPs, measured
+            firing rates; an estimate that ignores data movement).
+        latency_ms: median latency of one forward of ``latency_batch`` images on the evaluating machine
+            (measured).
+        latency_batch: images per timed forward (for ``latency_ms``).
         max_acc_drop: largest allowed top-1 drop from the baseline, percentage points.
         dtype: deployment dtype of the weights.
     """
@@ -70,28 +83,56 @@ class Constraints:
     param_mb: float | None = None
     macs_g: float | None = None
     act_mb: float | None = None
+    sops_g: float | None = None
+    energy_mj: float | None = None
+    latency_ms: float | None = None
+    latency_batch: int = 1
     max_acc_drop: float | None = None
     dtype: str = "fp32"
 
+    def budgets(self) -> dict[str, float]:
+        """Every cost budget that is set: metric key -> limit."""
+        return {k: float(getattr(self, k)) for k in BUDGET_KEYS if getattr(self, k) is not None}
+
+    def measured_budgets(self) -> dict[str, float]:
+        """The budgets that only a measurement of the candidate itself can check (:data:`MEASURED_BUDGETS`)."""
+        return {k: v for k, v in self.budgets().items() if k in MEASURED_BUDGETS}
+
     def cost_violations(self, costs: Mapping[str, float]) -> dict[str, float]:
-        """Amount by which each cost budget is exceeded (> 0), for the budgets set."""
+        """Amount by which each analytic cost budget is exceeded (> 0), for the budgets set.
+
+        Only the budgets a plan's predicted costs can answer (:data:`ANALYTIC_BUDGETS`): what strategies
+        plan on. :meth:`violations` adds the measured budgets.
+        """
         out = {}
-        for key in ("param_mb", "macs_g", "act_mb"):
+        for key in ANALYTIC_BUDGETS:
             limit = getattr(self, key)
             if limit is not None:
                 out[key] = float(costs[key]) - float(limit)
         return out
 
     def violations(self, costs: Mapping[str, float], acc_drop: float | None) -> dict[str, float]:
-        """Every constraint's excess (feasible when all are <= 0); the accuracy drop needs a measurement."""
+        """Every constraint's excess (feasible when all are <= 0).
+
+        The accuracy drop and the measured budgets need a measurement: without one (a failed or stopped
+        candidate, one answered from the shared profile) their excess is ``inf``.
+        """
         out = self.cost_violations(costs)
+        for key, limit in self.measured_budgets().items():
+            value = costs.get(key)
+            out[key] = float("inf") if value is None or value != value else float(value) - limit
         if self.max_acc_drop is not None:
             out["acc_drop"] = float("inf") if acc_drop is None else float(acc_drop) - float(self.max_acc_drop)
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"param_mb": self.param_mb, "macs_g": self.macs_g, "act_mb": self.act_mb,
-                "max_acc_drop": self.max_acc_drop, "dtype": self.dtype}
+        """Plain JSON; the measured budgets only when set (older run fingerprints stay valid)."""
+        out: dict[str, Any] = {"param_mb": self.param_mb, "macs_g": self.macs_g, "act_mb": self.act_mb,
+                               "max_acc_drop": self.max_acc_drop, "dtype": self.dtype}
+        out.update(self.measured_budgets())
+        if self.latency_ms is not None:
+            out["latency_batch"] = self.latency_batch
+        return out
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -116,6 +157,8 @@ class Result:
         samples: evaluation images the accuracy was measured on (fewer than the split when stopped).
         stage_correct: cumulative correct predictions after each evaluated batch (successive halving
             compares candidates on them).
+        measured_on: where the measured costs (``costs`` keys of :data:`MEASURED_BUDGETS`) were
+            measured: the latency's device label (CPU model, threads, torch, batch), '' when none were.
     """
 
     candidate: Candidate
@@ -129,6 +172,7 @@ class Result:
     number: int = -1
     samples: int = 0
     stage_correct: tuple[int, ...] = ()
+    measured_on: str = ""
 
     @property
     def ok(self) -> bool:
@@ -155,7 +199,8 @@ class Result:
         return {"candidate": self.candidate.to_dict(), "status": self.status, "accuracy": self.accuracy,
                 "acc_drop": self.acc_drop, "costs": dict(self.costs), "violations": dict(self.violations),
                 "seconds": self.seconds, "error": self.error, "number": self.number,
-                "samples": self.samples, "stage_correct": list(self.stage_correct)}
+                "samples": self.samples, "stage_correct": list(self.stage_correct),
+                **({"measured_on": self.measured_on} if self.measured_on else {})}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Result:
@@ -164,7 +209,8 @@ class Result:
                    violations=dict(data.get("violations", {})), seconds=float(data.get("seconds", 0.0)),
                    error=str(data.get("error", "")), number=int(data.get("number", -1)),
                    samples=int(data.get("samples", 0)),
-                   stage_correct=tuple(int(c) for c in data.get("stage_correct", ())))
+                   stage_correct=tuple(int(c) for c in data.get("stage_correct", ())),
+                   measured_on=str(data.get("measured_on", "")))
 
 
 def objective_value(result: Result, objective: str) -> float:

@@ -133,7 +133,8 @@ def _short_attrs(result: Result) -> dict[str, Any]:
     attrs: dict[str, Any] = {"status": result.status, "tag": result.candidate.tag or "-"}
     if result.acc_drop is not None:
         attrs["drop_pt" if result.ok else "drop_pt_at_least"] = round(float(result.acc_drop), 3)
-    for k, digits in (("param_mb", 4), ("macs_g", 4), ("act_mb", 4)):
+    for k, digits in (("param_mb", 4), ("macs_g", 4), ("act_mb", 4), ("sops_g", 6), ("energy_mj", 5),
+                      ("latency_ms", 3)):  # the measured ones only when measured
         if k in result.costs:
             attrs[k] = round(float(result.costs[k]), digits)
     if "params" in result.costs:

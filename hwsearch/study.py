@@ -15,6 +15,10 @@ A study file is read with :mod:`tomllib`; relative paths are resolved against th
     [constraints]
     param_mb = 0.4                             # parameter memory, MB = 1e6 bytes, at `dtype`
     max_acc_drop = 3.0                         # percentage points of top-1
+    # also macs_g, act_mb (analytic) and sops_g, energy_mj, latency_ms + latency_batch (measured)
+    [search]
+    strategy = "prioritized"                   # the command line overrides every key
+    cost_models = ["analytic", "latency"]      # hwsearch costmodels; a budget adds its own
 """
 
 from __future__ import annotations
@@ -116,6 +120,10 @@ class SearchSpec:
         early_stop: stop a candidate's evaluation once its drop limit is out of reach (exact bound).
         halving: successive-halving factor eta (0: off; >= 2: at each stage of the eval split only the
             top 1/eta of the candidates measured there go on; accuracy objective, sampling strategies).
+        cost_models: registry names of the cost models every candidate is costed with (``hwsearch
+            costmodels``): ``analytic`` is always used; ``measured`` adds SOPs and energy from each
+            candidate's own firing rates, ``latency`` its timed latency. A budget on one of their
+            metrics ([constraints] ``sops_g``, ``energy_mj``, ``latency_ms``) adds its model.
     """
 
     strategy: str = "prioritized"
@@ -124,6 +132,7 @@ class SearchSpec:
     bn_recalibrate: int = 0
     early_stop: bool = True
     halving: float = 0.0
+    cost_models: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -169,7 +178,7 @@ def _expand(study_file: Path, value: str) -> Path:
 
 
 #: Keys whose numbers must be > 0 (the others of type int must be >= 0); seeds may be any integer.
-_POSITIVE = frozenset({"param_mb", "macs_g", "act_mb", "batch_size", "epochs", "lr", "eval_subset",
+_POSITIVE = frozenset({"param_mb", "macs_g", "act_mb", "sops_g", "energy_mj", "latency_ms", "latency_batch", "batch_size", "epochs", "lr", "eval_subset",
                        "img_size", "resize", "crop"})
 _ANY_INT = frozenset({"seed"})
 _MAX_DROP = 100.0
@@ -186,6 +195,10 @@ def _check_type(key: str, value: Any, tp: Any, where: str) -> None:
         inner = [a for a in args if a is not type(None)]
         tp, args = inner[0], typing.get_args(inner[0])
     origin = typing.get_origin(tp) or tp
+    if origin is tuple:  # names, e.g. cost_models = ["analytic", "latency"]
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise StudyError(f"{key} in {where} must be a list of names, like [\"analytic\", \"latency\"]; got {value!r}")
+        return
     if origin is list:
         if not isinstance(value, list) or not all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
@@ -288,7 +301,9 @@ def load_study(path: str | Path) -> Study:
     if constraints.dtype not in DTYPE_BYTES:
         raise StudyError(f"unknown dtype '{constraints.dtype}' in {path}; use one of {', '.join(DTYPE_BYTES)}")
     train = _build(TrainSpec, raw.get("train", {}), f"[train] of {path}")
-    search = _build(SearchSpec, raw.get("search", {}), f"[search] of {path}")
+    search = _build(SearchSpec, raw.get("search", {}), f"[search] of {path}",
+                    {"cost_models": lambda names: tuple(n.strip() for n in names)})
+    _check_cost_models(search.cost_models, path)
     if search.prior not in PRIORS:
         raise StudyError(f"unknown prior '{search.prior}' in [search] of {path}; use one of {', '.join(PRIORS)}")
     if not isinstance(search.halving, (int, float)) or not (search.halving == 0 or search.halving >= 2):
@@ -342,6 +357,18 @@ def _check_data(data: DataSpec, path: Path) -> None:
                         std=None if data.std is None else tuple(data.std))
     except ValueError as e:
         raise StudyError(f"bad transform in [data] of {path}: {e}") from None
+
+
+def _check_cost_models(names: tuple[str, ...], path: Path) -> None:
+    """Every ``[search] cost_models`` name is registered (else close matches, one line)."""
+    from costmodels import COST_MODELS
+    from hwsearch.errors import UnknownNameError
+
+    for name in names:
+        try:
+            COST_MODELS.get(name)
+        except UnknownNameError as e:
+            raise StudyError(f"{e} (in cost_models of [search] of {path})") from None
 
 
 def _check_model_name(name: str, path: Path) -> None:

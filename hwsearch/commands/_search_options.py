@@ -29,6 +29,19 @@ def _budget(text: str) -> float | str:
     return value
 
 
+def _cost_models(text: str) -> tuple[str, ...]:
+    """Comma-separated registered cost-model names (an unknown one fails at parse time, with close matches)."""
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names such as analytic,latency, got {text!r}")
+    from costmodels import COST_MODELS
+
+    for name in names:
+        if name not in COST_MODELS:
+            raise argparse.ArgumentTypeError(COST_MODELS.unknown_message(name))
+    return names
+
+
 def _drop(text: str) -> float | str:
     """Percentage points in [0, 100], or ``none``."""
     if text.strip().lower() == "none":
@@ -62,6 +75,22 @@ def add_search_options(p: argparse.ArgumentParser, *, budgets: bool = True) -> N
                        help="dense-MAC budget, G per image ('none': off)")
         p.add_argument("--budget-act-mb", type=_budget, default=None, metavar="Y",
                        help="spike-activation memory budget in MB (1-bit spikes; 'none': off)")
+        p.add_argument("--budget-sops", type=_budget, default=None, metavar="G",
+                       help="synaptic-operation budget, G per image, from each candidate's own firing rates on the "
+                            "eval split (measured after its evaluation; 'none': off)")
+        p.add_argument("--budget-energy-mj", type=_budget, default=None, metavar="E",
+                       help="energy-estimate budget in mJ per image (4.6 pJ per MAC on non-binary inputs + 0.9 pJ per "
+                            "SOP; measured firing rates; 'none': off)")
+        p.add_argument("--budget-latency-ms", type=_budget, default=None, metavar="T",
+                       help="latency budget in ms per forward of --latency-batch images, the median of timed "
+                            "forwards of each candidate on the machine that evaluates it ('none': off)")
+        p.add_argument("--latency-batch", type=positive_int, default=None, metavar="N",
+                       help="images per timed forward for --budget-latency-ms and the latency cost model "
+                            "(default: the study's [constraints] latency_batch, 1)")
+        p.add_argument("--cost-models", type=_cost_models, default=None, metavar="A,B",
+                       help="cost models every candidate is costed with, from `hwsearch costmodels` (analytic is "
+                            "always on; measured: SOPs and energy; latency: timed); a budget adds its own "
+                            "(default: the study's [search] cost_models)")
         p.add_argument("--max-acc-drop", type=_drop, default=None, metavar="D",
                        help="largest allowed top-1 drop in percentage points, 0-100 (default: the study's)")
         p.add_argument("--objective", default=None, choices=["auto", *OBJECTIVES],
@@ -138,7 +167,9 @@ def axes_from_args(args: argparse.Namespace) -> tuple[str, ...]:
 
 def constraints_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return {"param_mb": getattr(args, "budget_mb", None), "macs_g": getattr(args, "budget_macs", None),
-            "act_mb": getattr(args, "budget_act_mb", None), "max_acc_drop": getattr(args, "max_acc_drop", None),
+            "act_mb": getattr(args, "budget_act_mb", None), "sops_g": getattr(args, "budget_sops", None),
+            "energy_mj": getattr(args, "budget_energy_mj", None), "latency_ms": getattr(args, "budget_latency_ms", None),
+            "latency_batch": getattr(args, "latency_batch", None), "max_acc_drop": getattr(args, "max_acc_drop", None),
             "dtype": getattr(args, "dtype", None)}
 
 
@@ -147,4 +178,4 @@ def search_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {"bn_recalibrate": getattr(args, "bn_recalibrate", None), "prior": getattr(args, "prior", None),
             "objective": getattr(args, "objective", None),
             "early_stop": False if getattr(args, "no_early_stop", False) else None,
-            "halving": getattr(args, "halving", None)}
+            "halving": getattr(args, "halving", None), "cost_models": getattr(args, "cost_models", None)}

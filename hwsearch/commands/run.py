@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from hwsearch.commands._base import Command, add_study_argument, study_from_args
@@ -32,6 +33,9 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--finetune-epochs", type=positive_int, default=None, metavar="N",
                    help="after the search, fine-tune the best model for N epochs with distillation from the unpruned "
                         "one (what `hwsearch finetune RUN_DIR --epochs N` does; default: no fine-tuning)")
+    p.add_argument("--finetune-top", type=positive_int, default=1, metavar="K",
+                   help="with --finetune-epochs: also fine-tune the next K-1 plans after the answer (what "
+                        "`hwsearch finetune RUN_DIR --top K` does; default 1: the answer only)")
     add_search_options(p)
     add_compute_options(p)
 
@@ -59,6 +63,18 @@ def warm_start_levels(run_dir: Path, space) -> list[dict[str, int]]:  # type: ig
     return [levels]
 
 
+def measured_line(costs: Mapping[str, float], where: str) -> str:
+    """The measured costs of a result in one line ('' when none were measured)."""
+    parts = []
+    if "sops_g" in costs:
+        parts.append(f"SOPs {costs['sops_g']:.4g} G/image")
+    if "energy_mj" in costs:
+        parts.append(f"energy {costs['energy_mj']:.4g} mJ/image (estimate)")
+    if "latency_ms" in costs:
+        parts.append(f"latency {costs['latency_ms']:.2f} ms ({where})")
+    return ", ".join(parts)
+
+
 def resume_command(run_dir: Path, argv: list[str]) -> str:
     """The command line ``argv`` with ``--resume`` and the run directory (what continues an interrupted run)."""
     import shlex
@@ -79,6 +95,10 @@ def _run(args: argparse.Namespace) -> int:
     STRATEGIES.get(strategy)  # unknown names fail before any work
     out = args.out if args.out is not None else Path("runs") / f"{study.name}-{strategy}"
     check_search_args(args, out)
+    if args.finetune_top > 1 and not args.finetune_epochs:
+        from hwsearch.errors import UserError
+
+        raise UserError(f"--finetune-top {args.finetune_top} needs --finetune-epochs N (how long to fine-tune)")
     if args.warm_start is not None and not (args.warm_start / "trials.csv").is_file():
         from hwsearch.errors import UserError
 
@@ -97,7 +117,9 @@ def _run(args: argparse.Namespace) -> int:
     print(f"run directory  {res.run_dir}")
     print(f"evaluations    {res.evaluations} new in {res.seconds:.1f} s (shared profile: {res.profile_evaluations} new, "
           f"{'reused' if res.profile_evaluations == 0 else 'cached'})")
-    print(f"baseline       top-1 {base.accuracy:.2f} %, {base.costs['param_mb']:.4f} MB, {base.costs['macs_g']:.4f} GMACs")
+    base_measured = measured_line(base.costs, base.measured_on)
+    print(f"baseline       top-1 {base.accuracy:.2f} %, {base.costs['param_mb']:.4f} MB, {base.costs['macs_g']:.4f} GMACs"
+          + (f"; {base_measured}" if base_measured else ""))
     for note in res.notes:
         print(f"note           {note}")
     if res.interrupted:
@@ -107,13 +129,17 @@ def _run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return interrupts.exit_code()
     if best is None:
-        given = [f for f, k in (("--budget-mb", "param_mb"), ("--budget-macs", "macs_g"), ("--budget-act-mb", "act_mb"))
-                 if getattr(setup.constraints, k) is not None]
+        from hwsearch.costing import METRICS
+
+        given = [str(METRICS[k].flag) for k in setup.constraints.budgets()]
         print(f"no evaluated candidate met every constraint (see report.md); relax {' or '.join(given + ['--max-acc-drop'])}")
         return 3
     saving = 1 - best.costs["param_mb"] / base.costs["param_mb"]
     print(f"best           top-1 {best.accuracy:.2f} % (drop {best.acc_drop:.2f} pt), {best.costs['param_mb']:.4f} MB "
           f"({100 * saving:.1f} % saved), {best.costs['macs_g']:.4f} GMACs")
+    measured = measured_line(best.costs, best.measured_on)
+    if measured:
+        print(f"measured       {measured}")
     if res.best_confirm_accuracy is not None:
         print(f"confirm split  baseline {res.baseline_confirm_accuracy:.2f} %, pruned {res.best_confirm_accuracy:.2f} % "
               f"(drop {res.confirm_drop:.2f} pt)")
@@ -124,11 +150,13 @@ def _run(args: argparse.Namespace) -> int:
         if limit is not None and res.test_drop is not None and res.test_drop > limit:
             print(f"warning        the test drop {res.test_drop:.2f} exceeds --max-acc-drop {limit:g} (see report.md)")
     if args.finetune_epochs:
-        from hwsearch.finetune import finetune_run_answer
+        from hwsearch.finetune import finetune_run
 
-        ft = finetune_run_answer(study, res.run_dir, args.finetune_epochs, resume=args.resume, progress=not args.quiet)
-        print(f"fine-tuned     {ft.out_dir} ({ft.epochs} epochs, kept epoch {ft.best_epoch}): top-1 eval "
-              f"{ft.eval_after:.2f} %, test {ft.test_after:.2f} % (without: {ft.eval_before:.2f} %, {ft.test_before:.2f} %)")
+        for ft in finetune_run(study, res.run_dir, top=args.finetune_top, epochs=args.finetune_epochs,
+                               resume=args.resume, progress=not args.quiet):
+            print(f"fine-tuned     {ft.out_dir} ({ft.epochs} epochs, kept epoch {ft.best_epoch}): top-1 eval "
+                  f"{ft.eval_after:.2f} %, test {ft.test_after:.2f} % (without: {ft.eval_before:.2f} %, "
+                  f"{ft.test_before:.2f} %)")
     print(f"report         {res.run_dir / 'report.md'}")
     return 0
 

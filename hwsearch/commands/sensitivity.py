@@ -25,13 +25,14 @@ def _run(args: argparse.Namespace) -> int:
 
     from hwsearch.driver import prepare  # torch and the models: only once the input is known to be good
     from hwsearch.profiling import ensure_profile
+    from hwsearch.results import BUDGET_KEYS
     from hwsearch.runners import make_runner
 
-    no_budget = {"param_mb": "none", "macs_g": "none", "act_mb": "none"}  # a profile has no cost budget
+    no_budget = {k: "none" for k in BUDGET_KEYS}  # a profile has no cost budget
     setup = prepare(study, constraints=no_budget, axes=axes_from_args(args), rates=rates_from_args(args), criterion=args.criterion,
                     eval_subset=args.eval_subset, run_dir=out, storage=args.storage, progress=not args.quiet,
                     bn_recalibrate=args.bn_recalibrate, prior=args.prior,
-                    early_stop=False if args.no_early_stop else None, **compute_settings(args))
+                    early_stop=False if args.no_early_stop else None, cost_models=(), **compute_settings(args))
     with make_runner(args.workers, args.ray_address, threads=setup.threads) as runner:
         runner.start(setup.spec)
         profile = ensure_profile(setup, runner, file=args.sensitivity, progress=not args.quiet)

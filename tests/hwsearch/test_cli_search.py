@@ -15,7 +15,9 @@ QUICK = ["--rates", "0.25,0.5", "--eval-subset", "60", "--quiet"]
 @pytest.mark.parametrize(("flag", "value"), [
     ("--budget-mb", "nan"), ("--budget-mb", "-1"), ("--budget-mb", "0"), ("--budget-mb", "small"),
     ("--budget-macs", "inf"), ("--max-acc-drop", "200"), ("--max-acc-drop", "-1"), ("--prior", "bogus"),
-    ("--objective", "latency"), ("--bn-recalibrate", "-2"),
+    ("--objective", "latency"), ("--bn-recalibrate", "-2"), ("--budget-sops", "0"), ("--budget-sops", "-0.1"),
+    ("--budget-energy-mj", "nan"), ("--budget-latency-ms", "fast"), ("--budget-latency-ms", "-5"),
+    ("--latency-batch", "0"), ("--latency-batch", "1.5"), ("--cost-models", "latncy"), ("--cost-models", ","),
 ])
 def test_bad_search_values_exit_2_before_any_work(capsys: pytest.CaptureFixture[str], flag: str, value: str,
                                                    tmp_path: Path) -> None:

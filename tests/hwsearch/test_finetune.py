@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -80,23 +81,39 @@ def test_deterministic_and_resumable_after_sigkill(tiny_study: Path, pruned_dir:
     assert '"eval_after"' in summary and '"best_epoch"' in summary
 
 
-def test_run_then_finetune_adds_the_with_and_without_columns(tiny_study: Path, tmp_path: Path) -> None:
+def test_run_then_finetune_top_k_adds_a_row_per_model(tiny_study: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
     res = hwsearch.search(tiny_study, strategy="prioritized", out=run, constraints={"param_mb": 0.5}, **QUICK)
     assert res.best is not None
+    ranking = json.loads((run / "pareto" / "ranking.json").read_text())
+    assert len(ranking) == 1 and ranking[0] != res.best.candidate.key  # the plan after the answer
     code = main(["finetune", str(run), "--study", str(tiny_study), "--epochs", "1", "--train-limit", "32",
-                 "--quiet"])
+                 "--top", "3", "--quiet"])
     assert code == 0
+    assert "ranks 1 plan(s) after the answer: fine-tuning 2 model(s), not 3" in capsys.readouterr().out
+    key = ranking[0]
+    runner_up = run / "pareto" / key
+    assert (runner_up / "model.pth").is_file() and load_pruned(runner_up / ".." / f"{key}-finetuned") is not None
+    done = json.loads((run / "pareto" / f"{key}-finetuned" / SUMMARY_FILE).read_text())
+    evaluated = json.loads((runner_up / "summary.json").read_text())
+    assert done["eval_before"] == pytest.approx(evaluated["accuracy_eval"])  # rebuilt = the model the search measured
     report = (run / "report.md").read_text()
-    assert "## Fine-tuning" in report and "| test |" in report and "top-1 with fine-tuning" in report
-    pareto = pd.read_csv(run / "pareto.csv")
-    row = pareto[pareto["key"].astype(str) == res.best.candidate.key]
-    assert len(row) == 1 and pd.notna(row["finetuned_test_accuracy"].iloc[0])
+    assert "## Fine-tuning" in report and "| answer | `best-finetuned` |" in report
+    label = "pareto #1" + ("" if evaluated["feasible"] else " (missed the drop limit)")
+    assert f"| {label} | `pareto/{key}-finetuned` |" in report
+    for name in ("pareto.csv", "trials.csv"):  # pareto.csv holds the feasible candidates only
+        frame = pd.read_csv(run / name).set_index("key")
+        keys = [res.best.candidate.key] + ([key] if name == "trials.csv" or evaluated["feasible"] else [])
+        for k in keys:
+            assert pd.notna(frame.loc[k, "finetuned_test_accuracy"]) and frame.loc[k, "finetune_epochs"] == 1
     assert load_pruned(run / "best-finetuned") is not None
     assert main(["finetune", str(run), "--study", str(tiny_study), "--epochs", "1", "--quiet"]) == 2  # exists
+    assert main(["finetune", str(run), "--top", "2", "--out", str(tmp_path / "x"), "--quiet"]) == 2
 
 
-@pytest.mark.parametrize("args", [["--epochs", "0"], ["--alpha", "2"], ["--loss", "mse"], ["--temperature", "-1"]])
+@pytest.mark.parametrize("args", [["--epochs", "0"], ["--alpha", "2"], ["--loss", "mse"], ["--temperature", "-1"],
+                                  ["--top", "0"]])
 def test_bad_options_exit_2(args: list[str], pruned_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as e:
         main(["finetune", str(pruned_dir), *args])
@@ -106,6 +123,11 @@ def test_bad_options_exit_2(args: list[str], pruned_dir: Path, capsys: pytest.Ca
 def test_missing_model_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["finetune", str(tmp_path)]) == 2
     assert "no pruned model in" in capsys.readouterr().err
+
+
+def test_top_k_needs_a_run_directory(pruned_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["finetune", str(pruned_dir), "--top", "2"]) == 2
+    assert "--top 2 needs a run directory" in capsys.readouterr().err
 
 
 def test_run_with_finetune_epochs_fine_tunes_the_answer(tiny_study: Path, tmp_path: Path,

@@ -293,9 +293,10 @@ _KEYS = {
     None: ["name", "model", "checkpoint", "model_config", "data", "constraints", "train", "search", "modle"],
     "data": ["dataset", "splits", "transform", "resize", "crop", "mean", "std", "img_size", "eval_split",
              "batch_size", "eval_subset", "seed", "interpolation", "bogus"],
-    "constraints": ["param_mb", "macs_g", "act_mb", "max_acc_drop", "dtype"],
+    "constraints": ["param_mb", "macs_g", "act_mb", "sops_g", "energy_mj", "latency_ms", "latency_batch",
+                    "max_acc_drop", "dtype"],
     "train": ["epochs", "lr", "batch_size", "seed"],
-    "search": ["strategy", "prior", "bn_recalibrate", "early_stop", "objective"],
+    "search": ["strategy", "prior", "bn_recalibrate", "early_stop", "objective", "cost_models"],
     "model_config": ["family", "layout", "base", "depth", "embed_dim", "num_heads", "mlp_ratio", "T", "img_size", "foo"],
 }
 
@@ -323,7 +324,8 @@ def test_fuzzed_study_files_never_raise_anything_but_a_user_error(tmp_path: Path
 
     scalars = st.one_of(st.integers(-5, 300), st.floats(allow_nan=True, allow_infinity=True), st.booleans(),
                         st.sampled_from(["", "x", "spikformer", "digits", "imagefolder", "cifar", "none", "custom",
-                                         "val", "val[:3]", "fp16", "spikformer-digits-2-64", str(DEMO_CKPT)]))
+                                         "val", "val[:3]", "fp16", "spikformer-digits-2-64", str(DEMO_CKPT),
+                                         "analytic", "latency", "latncy"]))
     values = st.one_of(scalars, st.lists(scalars, max_size=3), st.dictionaries(st.sampled_from(["val", "train"]), scalars, max_size=2))
 
     def table(section: str | None):  # type: ignore[no-untyped-def]

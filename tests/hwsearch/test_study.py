@@ -53,6 +53,13 @@ def test_relative_paths_resolve_against_the_study_file(tmp_path: Path) -> None:
         ('model = "m"\n', "needs a string `checkpoint`"),
         ('model = "m"\ncheckpoint = "c"\n[constraints]\ndtype = "fp8"\n', "unknown dtype 'fp8'"),
         ("model = \n", "not valid TOML"),
+        ('model = "m"\ncheckpoint = "c"\n[search]\ncost_models = ["latncy"]\n',
+         r"unknown cost model 'latncy'; did you mean 'latency'\?.*cost_models of \[search\]"),
+        ('model = "m"\ncheckpoint = "c"\n[search]\ncost_models = "latency"\n', "must be a list of names"),
+        ('model = "m"\ncheckpoint = "c"\n[constraints]\nsops_g = -1\n', "sops_g in .* must be positive"),
+        ('model = "m"\ncheckpoint = "c"\n[constraints]\nlatency_batch = 0\n', "latency_batch in .* must be positive"),
+        ('model = "m"\ncheckpoint = "c"\n[constraints]\nlatency_ms = "fast"\n', "latency_ms in .* must be a number"),
+        ('model = "m"\ncheckpoint = "c"\n[constraints]\nsops = 1\n', "unknown key 'sops'.*did you mean 'sops_g'"),
     ],
 )
 def test_bad_study_files(tmp_path: Path, text: str, pattern: str) -> None:
