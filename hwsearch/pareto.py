@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from hwsearch.results import COST_KEYS, MEASURED_BUDGETS, Result, objective_value
+from hwsearch.results import COST_KEYS, MEASURED_BUDGETS, Result, non_dominated, objective_value
 from hwsearch.space import SearchSpace
 
 __all__ = ["trials_frame", "pareto_front", "plot_pareto", "runner_ups"]
@@ -44,10 +44,6 @@ def trials_frame(results: Sequence[Result], space: SearchSpace) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
-    return all(x <= y for x, y in zip(a, b, strict=True)) and any(x < y for x, y in zip(a, b, strict=True))
-
-
 def pareto_front(results: Sequence[Result], cost_keys: Sequence[str] = ("param_mb", "macs_g"),
                  feasible_only: bool = True) -> list[Result]:
     """Non-dominated results: maximise accuracy, minimise each of ``cost_keys`` (one per candidate key)."""
@@ -55,8 +51,8 @@ def pareto_front(results: Sequence[Result], cost_keys: Sequence[str] = ("param_m
     for r in results:
         if r.ok and r.accuracy is not None and (r.feasible or not feasible_only):
             pool.setdefault(r.candidate.key, r)
-    pts = {k: (-float(r.accuracy), *(float(r.costs[c]) for c in cost_keys)) for k, r in pool.items()}  # type: ignore[arg-type]
-    front = [r for k, r in pool.items() if not any(_dominates(pts[o], pts[k]) for o in pool if o != k)]
+    front = non_dominated(list(pool.values()),
+                          lambda r: (-float(r.accuracy), *(float(r.costs[c]) for c in cost_keys)))  # type: ignore[arg-type]
     return sorted(front, key=lambda r: float(r.costs[cost_keys[0]]))
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from hwsearch.atomic import atomic_write_text
 from hwsearch.costing import METRICS
-from hwsearch.results import MEASURED_BUDGETS
+from hwsearch.results import MEASURED_BUDGETS, rank_feasible
 
 __all__ = ["write_outputs", "report_markdown"]
 
@@ -86,7 +86,7 @@ def report_markdown(setup: Any, res: Any) -> str:
             label = "answer" if i == 0 and best is not None else f"pareto {cf.key[:8]}"
             lines.append(f"| {label} | {cf.eval_accuracy:.2f} | {_fmt(cf.confirm_accuracy)} | {_fmt(cf.test_accuracy)} |")
         lines.append("")
-    ok = sorted([r for r in res.results if r.feasible], key=lambda r: -(r.accuracy or 0))[:10]
+    ok = rank_feasible(res.results)[:10]  # the most accurate first, as the answer is picked
     if ok:
         extra = [k for k in MEASURED_BUDGETS if k in res.baseline.costs]
         heads = {"sops_g": "GSOPs", "energy_mj": "mJ", "latency_ms": "latency ms"}

@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = ["Candidate", "Result", "Constraints", "candidate_key", "COST_KEYS", "OBJECTIVES", "select_best",
-           "rank_feasible", "objective_value", "ANALYTIC_BUDGETS", "MEASURED_BUDGETS", "BUDGET_KEYS"]
+           "rank_feasible", "objective_value", "ANALYTIC_BUDGETS", "MEASURED_BUDGETS", "BUDGET_KEYS", "non_dominated"]
+
+T = TypeVar("T")
 
 #: Cost metrics every Result carries (analytic, exact for params and MACs).
 COST_KEYS: tuple[str, ...] = ("params", "param_mb", "macs_g", "act_mb")
@@ -218,6 +220,23 @@ def objective_value(result: Result, objective: str) -> float:
     if objective == "accuracy":
         return float(result.accuracy if result.accuracy is not None else -math.inf)
     return -float(result.costs.get(objective, math.inf))
+
+
+def non_dominated(items: Sequence[T], point: Callable[[T], Sequence[float]]) -> list[T]:
+    """The items whose ``point`` no other item's point dominates (every component minimised), in order.
+
+    The one Pareto rule of hwsearch (``pareto.csv``, NSGA-II's front): ``a`` dominates ``b`` when it is no
+    worse in every component and better in one.
+
+    >>> non_dominated([(1, 2), (2, 1), (2, 2)], lambda p: p)
+    [(1, 2), (2, 1)]
+    """
+    pts = [tuple(point(x)) for x in items]
+
+    def dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+        return all(x <= y for x, y in zip(a, b, strict=True)) and any(x < y for x, y in zip(a, b, strict=True))
+
+    return [x for i, x in enumerate(items) if not any(dominates(pts[j], pts[i]) for j in range(len(items)) if j != i)]
 
 
 def rank_feasible(results: Iterable[Result], objective: str = "accuracy") -> list[Result]:

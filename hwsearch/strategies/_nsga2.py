@@ -8,16 +8,11 @@ from optuna.samplers import BaseSampler, NSGAIISampler
 from optuna.study import StudyDirection
 
 from hwsearch.errors import UserError
-from hwsearch.results import COST_KEYS, Candidate, Result
+from hwsearch.results import COST_KEYS, Candidate, Result, non_dominated
 from hwsearch.strategies._base import Problem, register_strategy
 from hwsearch.strategies._tpe import OptunaSearch
 
 __all__ = ["NSGA2Search"]
-
-
-def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
-    """``a`` dominates ``b`` when minimising every component."""
-    return all(x <= y for x, y in zip(a, b, strict=True)) and any(x < y for x, y in zip(a, b, strict=True))
 
 
 @register_strategy("nsga2")
@@ -91,9 +86,7 @@ class NSGA2Search(OptunaSearch):
         """
         pool = [r for r in self.results() if r.feasible and r.accuracy is not None
                 and self.problem.cost_feasible(r.candidate.levels)]
-        points = [self._point(r) for r in pool]
-        front = [r for i, r in enumerate(pool) if not any(_dominates(points[j], points[i]) for j in range(len(pool)) if j != i)]
-        return sorted(front, key=lambda r: self._point(r)[1:])
+        return sorted(non_dominated(pool, self._point), key=lambda r: self._point(r)[1:])
 
     def _point(self, r: Result) -> tuple[float, ...]:
         predicted = self.problem.predict(r.candidate.levels)

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from hwsearch.results import Candidate, Constraints, Result
+from hwsearch.results import Candidate, Constraints, Result, select_best
 from hwsearch.space import SearchSpace, Variable
 from hwsearch.strategies import Problem, Strategy
 
@@ -195,9 +195,8 @@ def drive(strategy: Strategy, problem: Problem, accuracy_fn: AccuracyFn = toy_ac
 
 
 def best_of(results: Iterable[Result]) -> Result | None:
-    """The most accurate feasible result (None if none), as the driver picks it."""
-    feasible = [r for r in results if r.feasible]
-    return max(feasible, key=lambda r: (r.accuracy, -r.costs["param_mb"])) if feasible else None
+    """The most accurate feasible result (None if none), as the driver picks it (:func:`select_best`)."""
+    return select_best(results)
 
 
 def _trace(results: Sequence[Result]) -> list[tuple[str, str, str]]:
