@@ -12,8 +12,8 @@ __all__ = ["COSTMODELS_COMMAND"]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Command:
-    """Same shape as :class:`hwsearch.commands.Command`; importing that here would be circular
-    (``hwsearch.commands`` imports this module)."""
+    """Same shape as :class:`hwsearch.commands.Command` (so a :class:`hwsearch.commands.CommandLike`);
+    importing that here would be circular (``hwsearch.commands`` imports this module)."""
 
     name: str
     help: str

@@ -11,6 +11,7 @@ surrogate (spikingjelly's training path), with batch norms in eval mode; nothing
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -19,19 +20,22 @@ from spikingjelly.activation_based import functional
 from hwsearch.pruning import ChannelGroup, topk_units
 from hwsearch.pruning._importance import _param_members, unit_slices
 
+if TYPE_CHECKING:
+    from hwsearch.evaluation import Evaluator
+
 __all__ = ["level_importance"]
 
 
-def level_importance(evaluator: object, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, list[float]]:
+def level_importance(evaluator: Evaluator, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, list[float]]:
     """Per searched variable, the Fisher-estimated loss of each level (level 0: 0.0).
 
     Args:
         evaluator: an :class:`~hwsearch.evaluation.Evaluator` (its source model, groups and ranking).
         batches: a few labelled batches (smaller batches give a better Fisher estimate).
     """
-    model = evaluator.model  # type: ignore[attr-defined]
-    space = evaluator.space  # type: ignore[attr-defined]
-    groups = {g.name: g for g in evaluator.groups if isinstance(g, ChannelGroup)}  # type: ignore[attr-defined]
+    model = evaluator.model
+    space = evaluator.space
+    groups = {g.name: g for g in evaluator.groups if isinstance(g, ChannelGroup)}
     searched = [groups[v.name] for v in space.variables if v.name in groups]
     fisher = {g.name: torch.zeros(g.width, dtype=torch.float64) for g in searched}
     members = {g.name: list(_param_members(model, g)) for g in searched}
@@ -42,8 +46,8 @@ def level_importance(evaluator: object, batches: Sequence[tuple[torch.Tensor, to
         for x, y in batches:
             model.zero_grad(set_to_none=True)
             functional.reset_net(model)
-            with torch.enable_grad():
-                F.cross_entropy(model(x.to(device)), y.to(device)).backward()
+            with torch.enable_grad():  # (torch's Tensor.backward is unannotated)
+                F.cross_entropy(model(x.to(device)), y.to(device)).backward()  # type: ignore[no-untyped-call]
             functional.reset_net(model)
             for g in searched:
                 grad_m = torch.zeros(g.width, dtype=torch.float64)
@@ -59,14 +63,14 @@ def level_importance(evaluator: object, batches: Sequence[tuple[torch.Tensor, to
     n = max(1, len(batches))
     out: dict[str, list[float]] = {}
     for v in space.variables:
-        g = groups.get(v.name)
-        if g is None:
+        group = groups.get(v.name)
+        if group is None:
             out[v.name] = [0.0] * len(v.levels)
             continue
-        f = fisher[g.name] / n
+        f = fisher[group.name] / n
         row = [0.0]
         for kept in v.levels[1:]:
-            keep = set(topk_units(evaluator._scores[g.name], kept, g.partitions))  # type: ignore[attr-defined]
-            row.append(float(sum(f[u] for u in range(g.width) if u not in keep)) / 2.0)
+            keep = set(topk_units(evaluator._scores[group.name], kept, group.partitions))
+            row.append(float(sum(f[u] for u in range(group.width) if u not in keep)) / 2.0)
         out[v.name] = row
     return out

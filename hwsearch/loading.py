@@ -33,7 +33,10 @@ def parse_split(split: str) -> tuple[str, slice | None]:
         if "[" in split or "]" in split:
             raise StudyError(f"bad split {split!r}; write NAME or NAME[START:STOP], e.g. val[:240]")
         return split, None
-    to_int = lambda t: int(t) if t not in ("", "-") else None  # noqa: E731
+
+    def to_int(t: str) -> int | None:
+        return int(t) if t not in ("", "-") else None
+
     return m.group("name"), slice(to_int(m.group("start")), to_int(m.group("stop")))
 
 

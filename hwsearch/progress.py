@@ -12,7 +12,7 @@ __all__ = ["progress_bar", "NON_TTY_INTERVAL_S"]
 NON_TTY_INTERVAL_S = 30.0
 
 
-def progress_bar(iterable: Any = None, *, enabled: bool = True, **kwargs: Any) -> tqdm:
+def progress_bar(iterable: Any = None, *, enabled: bool = True, **kwargs: Any) -> tqdm[Any]:
     """A tqdm bar on stderr; disabled when ``enabled`` is False; throttled when stderr is not a terminal."""
     tty = sys.stderr.isatty()
     kwargs.setdefault("mininterval", 0.1 if tty else NON_TTY_INTERVAL_S)

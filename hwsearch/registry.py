@@ -7,6 +7,7 @@ closest registered names. Unlike timm, registering a name twice raises instead o
 
 from __future__ import annotations
 
+import builtins
 import difflib
 import fnmatch
 import re
@@ -83,7 +84,8 @@ class Registry(Generic[T]):
             names = [n for n in names if not fnmatch.fnmatchcase(n, exclude)]
         return sorted(names, key=natural_key)
 
-    def list_or_raise(self, pattern: str | None = None) -> list[str]:
+    # ``builtins.list``: inside the class body ``list`` names the method above.
+    def list_or_raise(self, pattern: str | None = None) -> builtins.list[str]:
         """:meth:`list`, but a pattern matching nothing raises with close matches (for list commands)."""
         names = self.list(pattern)
         if not names and pattern:
@@ -101,5 +103,5 @@ class Registry(Generic[T]):
     def __len__(self) -> int:
         return len(self._entries)
 
-    def items(self) -> list[tuple[str, T]]:
+    def items(self) -> builtins.list[tuple[str, T]]:
         return [(n, self._entries[n]) for n in self.list()]

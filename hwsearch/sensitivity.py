@@ -213,19 +213,19 @@ class SensitivityTable:
         entries = []
         for v in space.variables:
             for lv in range(1, len(v.levels)):
-                r = found.get((v.name, lv))
-                if r is None:
+                res = found.get((v.name, lv))
+                if res is None:
                     continue
-                acc = float(r.accuracy) if (r.ok or r.stopped) and r.accuracy is not None else None
-                drop = None if acc is None else (float(r.acc_drop) if r.acc_drop is not None
+                acc = float(res.accuracy) if (res.ok or res.stopped) and res.accuracy is not None else None
+                drop = None if acc is None else (float(res.acc_drop) if res.acc_drop is not None
                                                  else float(baseline_accuracy) - acc)
-                mb = _opt_float(r.costs, "param_mb")
-                params = r.costs.get("params")
+                mb = _opt_float(res.costs, "param_mb")
+                params = res.costs.get("params")
                 entries.append(SensitivityEntry(
                     variable=v.name, kind=v.kind, level=lv, kept=v.levels[lv], width=v.width, rate=float(v.rates[lv]),
                     nominal_rate=_nominal(float(v.rates[lv]), meta.rates), accuracy=acc, acc_drop=drop,
-                    params=None if params is None else int(params), param_mb=mb, macs_g=_opt_float(r.costs, "macs_g"),
-                    act_mb=_opt_float(r.costs, "act_mb"), stopped=r.stopped,
+                    params=None if params is None else int(params), param_mb=mb, macs_g=_opt_float(res.costs, "macs_g"),
+                    act_mb=_opt_float(res.costs, "act_mb"), stopped=res.stopped,
                     mem_saving=None if mb is None or not base_mb else 1.0 - mb / float(base_mb)))
         return cls(meta=meta, baseline_accuracy=float(baseline_accuracy), entries=tuple(entries),
                    baseline_costs=dict(baseline_costs or {}))

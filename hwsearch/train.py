@@ -13,6 +13,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -51,7 +52,8 @@ def random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch
     return torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offs.tolist())])
 
 
-def _loader(ds: torch.utils.data.Dataset, batch_size: int, *, shuffle: bool, seed: int) -> torch.utils.data.DataLoader:
+def _loader(ds: torch.utils.data.Dataset[Any], batch_size: int, *, shuffle: bool,
+            seed: int) -> torch.utils.data.DataLoader[Any]:
     from hwsearch.data import make_loader
 
     return make_loader(ds, batch_size=batch_size, shuffle=shuffle, seed=seed)
@@ -116,7 +118,7 @@ def train_model(
             functional.reset_net(model)
             loss = F.cross_entropy(model(x), y, label_smoothing=spec.label_smoothing)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]  # torch: Tensor.backward is unannotated
             opt.step()
             sched.step()
             functional.reset_net(model)

@@ -166,7 +166,7 @@ def fast_path_applies(node: neuron.LIFNode, x_seq: object) -> bool:
     )
 
 
-class FastLIFNode(neuron.LIFNode):
+class FastLIFNode(neuron.LIFNode):  # type: ignore[misc]  # spikingjelly has no type information
     """``spikingjelly.activation_based.neuron.LIFNode`` with a fast, bit-identical CPU inference path.
 
     Constructed, stored, reset, pickled and printed exactly like ``LIFNode`` (no state_dict entries;
@@ -185,11 +185,14 @@ class FastLIFNode(neuron.LIFNode):
         return "LIFNode"
 
     def multi_step_forward(self, x_seq: torch.Tensor, *args: torch.Tensor, **kwargs: object) -> torch.Tensor:
+        reference: torch.Tensor  # LIFNode's own path (spikingjelly is untyped)
         if args or kwargs or not fast_path_applies(self, x_seq):
-            return super().multi_step_forward(x_seq, *args, **kwargs)
+            reference = super().multi_step_forward(x_seq, *args, **kwargs)
+            return reference
         (v,) = self.materialize_states((x_seq,), tuple(self._memories.values()), "m")
         if torch.is_grad_enabled() and v.requires_grad:  # state left by a forward with grad
-            return super().multi_step_forward(x_seq)
+            reference = super().multi_step_forward(x_seq)
+            return reference
         spikes, v_final = lif_multi_step_inference(x_seq, v, self.tau, self.v_threshold)
         self._memories["v"] = v_final
         self.v_seq = None

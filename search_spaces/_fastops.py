@@ -44,7 +44,7 @@ def _fast_inference(*tensors: torch.Tensor) -> bool:
     return (
         not torch.is_grad_enabled()
         and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
-        and not torch.jit.is_tracing()
+        and not torch.jit.is_tracing()  # type: ignore[attr-defined, no-untyped-call]  # torch: unannotated, not in torch.jit.__all__
         and not dispatch_mode_active()
         and not reference_lif_forced()
     )
@@ -56,12 +56,13 @@ def batch_norm_last_dim(bn: nn.BatchNorm1d, y: torch.Tensor) -> torch.Tensor:
     The fast path returns a contiguous tensor and may overwrite ``y`` (pass a temporary, e.g. a layer's
     output); the official path returns the transposed view as the official code does.
     """
-    fast = (not bn.training and bn.track_running_stats and bn.affine and bn.running_mean is not None
-            and bn.running_var is not None and _fast_inference(y, bn.running_var))
-    if not fast:
-        return bn(y.transpose(-1, -2)).transpose(-1, -2)
-    invstd = 1 / torch.sqrt(bn.running_var + bn.eps)  # type: ignore[operator]
-    out = y.sub_(bn.running_mean) if y.is_contiguous() else y - bn.running_mean
+    running_mean, running_var = bn.running_mean, bn.running_var
+    if (bn.training or not bn.track_running_stats or not bn.affine or running_mean is None or running_var is None
+            or not _fast_inference(y, running_var)):
+        official: torch.Tensor = bn(y.transpose(-1, -2))
+        return official.transpose(-1, -2)
+    invstd = 1 / torch.sqrt(running_var + bn.eps)
+    out = y.sub_(running_mean) if y.is_contiguous() else y - running_mean
     return out.mul_(invstd).mul_(bn.weight).add_(bn.bias)
 
 

@@ -28,13 +28,9 @@ import torch.nn as nn
 
 from hwsearch.pruning._engine import GROUP_DECLARATIONS
 from hwsearch.pruning._groups import AttrUpdate, ChannelGroup, DepthGroup, Group, Member
-from search_spaces._spikformer_groups import in_members, out_members
+from search_spaces._spikformer_groups import in_members, module_attr, out_members, submodule, weight_width
 
 __all__ = ["qkformer_groups"]
-
-
-def _width(model: nn.Module, path: str, dim: int = 0) -> int:
-    return int(model.get_submodule(path).weight.shape[dim])
 
 
 def _as_heads(members: list[Member], unit: int) -> tuple[Member, ...]:
@@ -49,17 +45,17 @@ def _patch_groups(model: nn.Module, s: int, imagenet: bool) -> tuple[list[Member
     """(stage-s members of the patch embedding, its inner groups)."""
     pe = f"patch_embed{s}"
     if s == 1:
-        inner = [ChannelGroup(name=f"{pe}.inner", kind="patch", width=_width(model, f"{pe}.proj_conv"),
+        inner = [ChannelGroup(name=f"{pe}.inner", kind="patch", width=weight_width(model, f"{pe}.proj_conv"),
                               members=(*_conv_bn(model, f"{pe}.proj_conv", f"{pe}.proj_bn"),
                                        *in_members(f"{pe}.proj1_conv"), *in_members(f"{pe}.proj_res_conv")))]
         last = "proj1"
         if imagenet:
-            inner.append(ChannelGroup(name=f"{pe}.inner1", kind="patch", width=_width(model, f"{pe}.proj1_conv"),
+            inner.append(ChannelGroup(name=f"{pe}.inner1", kind="patch", width=weight_width(model, f"{pe}.proj1_conv"),
                                       members=(*_conv_bn(model, f"{pe}.proj1_conv", f"{pe}.proj1_bn"),
                                                *in_members(f"{pe}.proj2_conv"))))
             last = "proj2"
     else:
-        inner = [ChannelGroup(name=f"{pe}.inner", kind="patch", width=_width(model, f"{pe}.proj3_conv"),
+        inner = [ChannelGroup(name=f"{pe}.inner", kind="patch", width=weight_width(model, f"{pe}.proj3_conv"),
                               members=(*_conv_bn(model, f"{pe}.proj3_conv", f"{pe}.proj3_bn"),
                                        *in_members(f"{pe}.proj4_conv")))]
         last = "proj4"
@@ -69,10 +65,10 @@ def _patch_groups(model: nn.Module, s: int, imagenet: bool) -> tuple[list[Member
 
 
 def _mlp(model: nn.Module, m: str) -> tuple[list[Member], Group]:
-    first, second = model.get_submodule(m).names
+    first, second = module_attr(model.get_submodule(m), "names", tuple)
     fc1, fc2 = f"{m}.{first}_conv", f"{m}.{second}_conv"
     stage = [*in_members(fc1), *_conv_bn(model, fc2, f"{m}.{second}_bn")]
-    hidden = ChannelGroup(name=f"{m}.hidden", kind="mlp", width=_width(model, fc1),
+    hidden = ChannelGroup(name=f"{m}.hidden", kind="mlp", width=weight_width(model, fc1),
                           members=(*_conv_bn(model, fc1, f"{m}.{first}_bn"), *in_members(fc2)),
                           attrs=(AttrUpdate(module=m, attr="c_hidden"),))
     return stage, hidden
@@ -82,8 +78,8 @@ def _token_block(model: nn.Module, b: str) -> tuple[list[Member], list[Group]]:
     a = f"{b}.tssa"
     stage = [*in_members(f"{a}.q_conv"), *in_members(f"{a}.k_conv"),
              *_conv_bn(model, f"{a}.proj_conv", f"{a}.proj_bn")]
-    h = int(model.get_submodule(a).num_heads)
-    wq, wk = _width(model, f"{a}.q_conv"), _width(model, f"{a}.k_conv")
+    h = module_attr(model.get_submodule(a), "num_heads", int)
+    wq, wk = weight_width(model, f"{a}.q_conv"), weight_width(model, f"{a}.k_conv")
     q = _conv_bn(model, f"{a}.q_conv", f"{a}.q_bn")
     k = [*_conv_bn(model, f"{a}.k_conv", f"{a}.k_bn"), *in_members(f"{a}.proj_conv")]
     mlp_stage, hidden = _mlp(model, f"{b}.mlp")
@@ -102,8 +98,8 @@ def _ssa_block(model: nn.Module, b: str) -> tuple[list[Member], list[Group]]:
     a = f"{b}.{model.get_submodule(b).attn_name}"
     stage = [*in_members(f"{a}.q_conv"), *in_members(f"{a}.k_conv"), *in_members(f"{a}.v_conv"),
              *_conv_bn(model, f"{a}.proj_conv", f"{a}.proj_bn")]
-    h = int(model.get_submodule(a).num_heads)
-    wqk, wv = _width(model, f"{a}.q_conv"), _width(model, f"{a}.v_conv")
+    h = module_attr(model.get_submodule(a), "num_heads", int)
+    wqk, wv = weight_width(model, f"{a}.q_conv"), weight_width(model, f"{a}.v_conv")
     qk = [*_conv_bn(model, f"{a}.q_conv", f"{a}.q_bn"), *_conv_bn(model, f"{a}.k_conv", f"{a}.k_bn")]
     v = [*_conv_bn(model, f"{a}.v_conv", f"{a}.v_bn"), *in_members(f"{a}.proj_conv")]
     mlp_stage, hidden = _mlp(model, f"{b}.mlp")
@@ -121,7 +117,7 @@ def _ssa_block(model: nn.Module, b: str) -> tuple[list[Member], list[Group]]:
 def _branches(model: nn.Module) -> tuple[str, ...]:
     units: list[str] = []
     for s in (1, 2, 3):
-        for j, blk in enumerate(model.get_submodule(f"stage{s}")):
+        for j, blk in enumerate(submodule(model, f"stage{s}", nn.ModuleList)):
             attn = "tssa" if s < 3 else blk.attn_name
             units += [f"stage{s}.{j}.{attn}", f"stage{s}.{j}.mlp"]
     return tuple(units)
@@ -134,7 +130,7 @@ def qkformer_groups(model: nn.Module) -> list[Group]:
     for s in (1, 2, 3):
         stage, inner = _patch_groups(model, s, imagenet)
         block_groups: list[Group] = []
-        for j in range(len(model.get_submodule(f"stage{s}"))):
+        for j in range(len(submodule(model, f"stage{s}", nn.ModuleList))):
             members, bg = (_token_block if s < 3 else _ssa_block)(model, f"stage{s}.{j}")
             stage += members
             block_groups += bg
@@ -142,7 +138,7 @@ def qkformer_groups(model: nn.Module) -> list[Group]:
             stage += [*in_members(f"patch_embed{s + 1}.proj3_conv"), *in_members(f"patch_embed{s + 1}.proj_res_conv")]
         elif isinstance(model.get_submodule("head"), nn.Linear):
             stage += in_members("head")
-        width = _width(model, f"patch_embed{s}.proj_res_conv")
+        width = weight_width(model, f"patch_embed{s}.proj_res_conv")
         attrs = (AttrUpdate(module="", attr="embed_dim"),) if s == 3 else ()
         groups += [*inner, ChannelGroup(name=f"stage{s}", kind="stage", width=width, members=tuple(stage),
                                         attrs=attrs), *block_groups]
@@ -151,7 +147,7 @@ def qkformer_groups(model: nn.Module) -> list[Group]:
     groups.append(DepthGroup(name="branches", kind="branches", container="", width=len(branches), min_width=0,
                              units=branches))
     for s in (1, 2, 3):
-        if n := len(model.get_submodule(f"stage{s}")):
+        if n := len(submodule(model, f"stage{s}", nn.ModuleList)):
             groups.append(DepthGroup(name=f"stage{s}.blocks", kind="blocks", container=f"stage{s}", width=n,
                                      min_width=0))
     return groups

@@ -24,13 +24,9 @@ import torch.nn as nn
 
 from hwsearch.pruning._engine import GROUP_DECLARATIONS
 from hwsearch.pruning._groups import AttrUpdate, ChannelGroup, DepthGroup, Group, Member
-from search_spaces._spikformer_groups import in_members, out_members
+from search_spaces._spikformer_groups import in_members, module_attr, out_members, submodule, weight_width
 
 __all__ = ["sdt_groups"]
-
-
-def _width(model: nn.Module, path: str, dim: int = 0) -> int:
-    return int(model.get_submodule(path).weight.shape[dim])
 
 
 def _as_heads(members: list[Member], unit: int) -> tuple[Member, ...]:
@@ -41,7 +37,7 @@ def _sps_groups(model: nn.Module, pe: str) -> list[Group]:
     stages = [("proj_conv", "proj_bn", "proj_conv1"), ("proj_conv1", "proj_bn1", "proj_conv2"),
               ("proj_conv2", "proj_bn2", "proj_conv3")]
     return [
-        ChannelGroup(name=f"{pe}.c{i}", kind="sps", width=_width(model, f"{pe}.{conv}"),
+        ChannelGroup(name=f"{pe}.c{i}", kind="sps", width=weight_width(model, f"{pe}.{conv}"),
                      members=(*out_members(model, f"{pe}.{conv}"), *out_members(model, f"{pe}.{bn}"),
                               *in_members(f"{pe}.{nxt}")))
         for i, (conv, bn, nxt) in enumerate(stages, start=1)
@@ -54,8 +50,8 @@ def _block_groups(model: nn.Module, b: str) -> tuple[list[Member], list[Group]]:
     embed = [*in_members(f"{a}.q_conv"), *in_members(f"{a}.k_conv"), *in_members(f"{a}.v_conv"),
              *out_members(model, f"{a}.proj_conv"), *out_members(model, f"{a}.proj_bn"),
              *in_members(f"{m}.fc1_conv"), *out_members(model, f"{m}.fc2_conv"), *out_members(model, f"{m}.fc2_bn")]
-    h = int(model.get_submodule(a).num_heads)
-    width = _width(model, f"{a}.q_conv")
+    h = module_attr(model.get_submodule(a), "num_heads", int)
+    width = weight_width(model, f"{a}.q_conv")
     qkv = [*out_members(model, f"{a}.q_conv"), *out_members(model, f"{a}.q_bn"),
            *out_members(model, f"{a}.k_conv"), *out_members(model, f"{a}.k_bn"),
            *out_members(model, f"{a}.v_conv"), *out_members(model, f"{a}.v_bn"), *in_members(f"{a}.proj_conv")]
@@ -65,7 +61,7 @@ def _block_groups(model: nn.Module, b: str) -> tuple[list[Member], list[Group]]:
                      members=_as_heads(qkv, width // h) + tuple(talking),
                      attrs=(AttrUpdate(module=a, attr="num_heads"),)),
         ChannelGroup(name=f"{a}.qkv", kind="qkv", width=width, partitions=h, members=tuple(qkv)),
-        ChannelGroup(name=f"{m}.hidden", kind="mlp", width=_width(model, f"{m}.fc1_conv"),
+        ChannelGroup(name=f"{m}.hidden", kind="mlp", width=weight_width(model, f"{m}.fc1_conv"),
                      members=(*out_members(model, f"{m}.fc1_conv"), *out_members(model, f"{m}.fc1_bn"),
                               *in_members(f"{m}.fc2_conv")),
                      attrs=(AttrUpdate(module=m, attr="c_hidden"),)),
@@ -80,13 +76,13 @@ def sdt_groups(model: nn.Module) -> list[Group]:
     embed: list[Member] = [*out_members(model, f"{pe}.proj_conv3"), *out_members(model, f"{pe}.proj_bn3"),
                            *out_members(model, f"{pe}.rpe_conv"), *in_members(f"{pe}.rpe_conv"),
                            *out_members(model, f"{pe}.rpe_bn")]
-    blocks = model.get_submodule("block")
+    blocks = submodule(model, "block", nn.ModuleList)
     for i in range(len(blocks)):
         members, block_groups = _block_groups(model, f"block.{i}")
         embed += members
         groups += block_groups
     embed += in_members("head") if isinstance(model.get_submodule("head"), nn.Linear) else []
-    groups.insert(3, ChannelGroup(name="embed", kind="embed", width=_width(model, f"{pe}.proj_conv3"),
+    groups.insert(3, ChannelGroup(name="embed", kind="embed", width=weight_width(model, f"{pe}.proj_conv3"),
                                   members=tuple(embed), attrs=(AttrUpdate(module="", attr="embed_dim"),)))
     branches = tuple(f"block.{i}.{br}" for i in range(len(blocks)) for br in ("attn", "mlp"))
     # Branches are removed before whole blocks (paths refer to the unpruned numbering).

@@ -7,12 +7,40 @@ v width per head, MLP hidden width; and depth (whole blocks).
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+import torch
 import torch.nn as nn
 
 from hwsearch.pruning._engine import GROUP_DECLARATIONS
 from hwsearch.pruning._groups import AttrUpdate, ChannelGroup, DepthGroup, Group, Member
 
-__all__ = ["spikformer_groups", "out_members", "in_members", "norm_members"]
+__all__ = ["spikformer_groups", "out_members", "in_members", "norm_members", "module_attr", "submodule", "weight_width"]
+
+_T = TypeVar("_T")
+_M = TypeVar("_M", bound=nn.Module)
+
+
+def module_attr(module: nn.Module, name: str, kind: type[_T]) -> _T:
+    """``getattr(module, name)``, checked to be a ``kind`` (``nn.Module`` types its attributes as
+    ``Tensor | Module``; the group declarations read ints, strings and tensors)."""
+    value = getattr(module, name)
+    if not isinstance(value, kind):
+        raise TypeError(f"{type(module).__name__}.{name} is a {type(value).__name__}, expected {kind.__name__}")
+    return value
+
+
+def submodule(model: nn.Module, path: str, kind: type[_M]) -> _M:
+    """``model.get_submodule(path)``, checked to be a ``kind`` (e.g. the ``nn.ModuleList`` of blocks)."""
+    mod = model.get_submodule(path)
+    if not isinstance(mod, kind):
+        raise TypeError(f"{path or 'the model'} is a {type(mod).__name__}, expected {kind.__name__}")
+    return mod
+
+
+def weight_width(model: nn.Module, path: str, dim: int = 0) -> int:
+    """Size of dimension ``dim`` of the ``weight`` of the submodule ``path``."""
+    return int(module_attr(model.get_submodule(path), "weight", torch.Tensor).shape[dim])
 
 
 def _params(model: nn.Module, path: str) -> list[str]:
@@ -41,15 +69,11 @@ def _names(layout: str) -> dict[str, str]:
     return {"q": "q_conv", "k": "k_conv", "v": "v_conv", "proj": "proj_conv", "fc1": "fc1_conv", "fc2": "fc2_conv"}
 
 
-def _width(model: nn.Module, path: str, dim: int = 0) -> int:
-    return int(model.get_submodule(path).weight.shape[dim])
-
-
 def spikformer_groups(model: nn.Module) -> list[Group]:
     """The groups of an unpruned Spikformer (any layout)."""
     from search_spaces import get_config
 
-    layout = get_config(model.hwsearch_config).layout
+    layout = get_config(module_attr(model, "hwsearch_config", str)).layout
     n = _names(layout)
     pe = "patch_embed"
     groups: list[Group] = []
@@ -57,14 +81,14 @@ def spikformer_groups(model: nn.Module) -> list[Group]:
            ("proj_conv2", "proj_bn2", "proj_conv3")]
     for i, (conv, bn, nxt) in enumerate(sps, start=1):
         groups.append(ChannelGroup(
-            name=f"{pe}.c{i}", kind="sps", width=_width(model, f"{pe}.{conv}"),
+            name=f"{pe}.c{i}", kind="sps", width=weight_width(model, f"{pe}.{conv}"),
             members=(*out_members(model, f"{pe}.{conv}"), *out_members(model, f"{pe}.{bn}"), *in_members(f"{pe}.{nxt}")),
         ))
-    D = _width(model, f"{pe}.proj_conv3")
+    D = weight_width(model, f"{pe}.proj_conv3")
     embed: list[Member] = [*out_members(model, f"{pe}.proj_conv3"), *out_members(model, f"{pe}.proj_bn3"),
                            *out_members(model, f"{pe}.rpe_conv"), *in_members(f"{pe}.rpe_conv"),
                            *out_members(model, f"{pe}.rpe_bn")]
-    blocks = model.get_submodule("block")
+    blocks = submodule(model, "block", nn.ModuleList)
     for i in range(len(blocks)):
         b = f"block.{i}"
         a, m = f"{b}.attn", f"{b}.mlp"
@@ -72,9 +96,8 @@ def spikformer_groups(model: nn.Module) -> list[Group]:
                   *in_members(f"{a}.{n['q']}"), *in_members(f"{a}.{n['k']}"), *in_members(f"{a}.{n['v']}"),
                   *out_members(model, f"{a}.{n['proj']}"), *out_members(model, f"{a}.proj_bn"),
                   *in_members(f"{m}.{n['fc1']}"), *out_members(model, f"{m}.{n['fc2']}"), *out_members(model, f"{m}.fc2_bn")]
-        attn = model.get_submodule(a)
-        h = attn.num_heads
-        wqk, wv = _width(model, f"{a}.{n['q']}"), _width(model, f"{a}.{n['v']}")
+        h = module_attr(model.get_submodule(a), "num_heads", int)
+        wqk, wv = weight_width(model, f"{a}.{n['q']}"), weight_width(model, f"{a}.{n['v']}")
         dqk, dv = wqk // h, wv // h
         qk = [*out_members(model, f"{a}.{n['q']}"), *out_members(model, f"{a}.q_bn"),
               *out_members(model, f"{a}.{n['k']}"), *out_members(model, f"{a}.k_bn")]
@@ -88,7 +111,7 @@ def spikformer_groups(model: nn.Module) -> list[Group]:
         groups.append(ChannelGroup(name=f"{a}.qk", kind="qk", width=wqk, partitions=h, members=tuple(qk)))
         groups.append(ChannelGroup(name=f"{a}.v", kind="v", width=wv, partitions=h, members=tuple(v)))
         groups.append(ChannelGroup(
-            name=f"{m}.hidden", kind="mlp", width=_width(model, f"{m}.{n['fc1']}"),
+            name=f"{m}.hidden", kind="mlp", width=weight_width(model, f"{m}.{n['fc1']}"),
             members=(*out_members(model, f"{m}.{n['fc1']}"), *out_members(model, f"{m}.fc1_bn"), *in_members(f"{m}.{n['fc2']}")),
             attrs=(AttrUpdate(module=m, attr="c_hidden"),),
         ))

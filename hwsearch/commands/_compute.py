@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import argparse
+from typing import TypedDict
 
 from hwsearch.commands._values import positive_int
 from hwsearch.devices import DEVICES, Compute
 
-__all__ = ["add_compute_options", "compute_from_args", "compute_settings"]
+__all__ = ["ComputeSettings", "add_compute_options", "compute_from_args", "compute_settings"]
+
+
+class ComputeSettings(TypedDict):
+    """The keyword arguments :func:`compute_settings` gives :func:`hwsearch.driver.prepare`."""
+
+    threads: int | None
+    device: str | None
 
 
 def add_compute_options(p: argparse.ArgumentParser) -> None:
@@ -25,6 +33,6 @@ def compute_from_args(args: argparse.Namespace) -> Compute:
     return Compute.resolve(threads=getattr(args, "threads", None), device=getattr(args, "device", None))
 
 
-def compute_settings(args: argparse.Namespace) -> dict[str, object]:
+def compute_settings(args: argparse.Namespace) -> ComputeSettings:
     """``threads`` (None: measured default) and ``device`` for :func:`hwsearch.driver.prepare`, unresolved."""
     return {"threads": getattr(args, "threads", None), "device": getattr(args, "device", None)}

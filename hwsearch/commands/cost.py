@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import cast
 
 from hwsearch.commands._base import Command, add_model_dir_argument, add_study_argument, pruned_from_args, study_from_args
 from hwsearch.commands._values import count
@@ -52,7 +53,8 @@ def _run(args: argparse.Namespace) -> int:
     model = loaded.model if loaded else pruned_model
     widths = None
     if pruned_model is not None:
-        plan = pruned_model.hwsearch_plan  # the plan it was pruned with (exact indices)
+        # the plan it was pruned with (exact indices); prune() sets it, nn.Module's typing only knows Tensor | Module
+        plan = cast(PruningPlan, pruned_model.hwsearch_plan)
         widths = plan_widths(None, plan)
         args.plan = args.model_dir
     elif plan is not None and model is not None:
@@ -68,6 +70,7 @@ def _run(args: argparse.Namespace) -> int:
         study.model, widths)
     costs = {"analytic": analytic}
     if args.measured or args.latency:
+        assert model is not None  # need_model: loaded above unless --model-dir gave it
         pruned = pruned_model if pruned_model is not None else prune(model, plan) if plan else model
         if args.measured:
             costs["measured"] = MeasuredCostModel(dtype=dtype, spike_bits=args.spike_bits).measure(
@@ -75,7 +78,7 @@ def _run(args: argparse.Namespace) -> int:
             if costs["measured"].params != analytic.params or costs["measured"].macs != analytic.macs:
                 raise UserError("analytic and measured counts disagree (a bug: please report it with the plan)")
         if args.latency:
-            costs["latency"] = create_cost_model("latency", dtype=dtype).measure(pruned)  # type: ignore[attr-defined]
+            costs["latency"] = create_cost_model("latency", dtype=dtype).measure(pruned)
     if args.json:
         print(json.dumps({k: c.to_dict(layers=args.per_layer) for k, c in costs.items()}))
         return 0

@@ -49,13 +49,15 @@ def _run(args: argparse.Namespace) -> int:
     loader = stream_batches(ds, args.batch_size or study.data.batch_size)  # read on demand, uint8 until normalised
     top1 = top1_accuracy(model, loader, progress=not args.json, desc=f"evaluate {split}", total=len(loader),
                          device=compute.device)
-    result = {
+    result: dict[str, object] = {
         "study": study.name, "model": config, "checkpoint": str(ckpt_path),
         "checkpoint_sha256": sha, "split": split, "samples": len(ds),  # type: ignore[arg-type]
         "top1": round(top1, 4), "params": params, "dtype": dtype, "param_mb": round(param_memory_mb(params, dtype), 6),
     }
+    rates: dict[str, float] = {}
     if args.firing_rates:
-        result["firing_rates"] = measure_firing_rates(model, loader, max_batches=4, device=compute.device)
+        rates = measure_firing_rates(model, loader, max_batches=4, device=compute.device)
+        result["firing_rates"] = rates
     if args.json:
         print(json.dumps(result))
         return 0
@@ -68,7 +70,6 @@ def _run(args: argparse.Namespace) -> int:
     print(f"param memory  {result['param_mb']:.4f} MB ({dtype}, 1 MB = 10^6 bytes)")
     if args.firing_rates:
         print("\nfiring rates (first 4 batches)")
-        rates = result["firing_rates"]
         width = max(map(len, rates)) if rates else 0
         for name, rate in rates.items():
             print(f"  {name:<{width}}  {rate:.4f}")

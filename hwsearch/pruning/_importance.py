@@ -34,7 +34,8 @@ CRITERIA: Registry[type["Importance"]] = Registry("criterion", list_command="hws
 
 def _tensor(model: nn.Module, module: str, param: str) -> torch.Tensor:
     mod = model.get_submodule(module) if module else model
-    return getattr(mod, param)
+    tensor: torch.Tensor = getattr(mod, param)
+    return tensor
 
 
 def unit_slices(t: torch.Tensor, dim: int, unit_size: int, offset: int, width: int) -> torch.Tensor:
@@ -153,7 +154,7 @@ class TaylorImportance(Importance):
         for x, y in self.batches:
             model.zero_grad(set_to_none=True)
             functional.reset_net(model)
-            self.loss(model(x), y).backward()
+            self.loss(model(x), y).backward()  # type: ignore[no-untyped-call]  # torch: Tensor.backward is unannotated
             functional.reset_net(model)
             for p in model.parameters():
                 if p.grad is not None:

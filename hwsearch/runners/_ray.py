@@ -119,7 +119,8 @@ class RayRunner(Runner):
         import ray
 
         self._started_ray = start_ray(self.workers, self.address, self.threads_per_worker)
-        options = _actor_resources(ray.cluster_resources(), self.workers, self.threads_per_worker, spec.device)
+        resources = ray.cluster_resources()  # type: ignore[no-untyped-call]  # ray: unannotated
+        options = _actor_resources(resources, self.workers, self.threads_per_worker, spec.device)
         spec.threads = options["num_cpus"]
         shipped = replace(spec, device="cuda") if "num_gpus" in options else spec  # Ray picks the actor's GPU
         self._spec_ref = ray.put(shipped)  # the weights and batches travel once; kept alive for restarts

@@ -160,13 +160,17 @@ def solve_milp(loss: Sequence[Sequence[float]], deltas: Mapping[str, Sequence[Se
     lo: list[float] = []
     hi: list[float] = []
     for v in range(nv):  # one level per variable
-        rows.append({j: 1.0 for j in range(xoff[v], xoff[v + 1])}), lo.append(1.0), hi.append(1.0)
+        rows.append({j: 1.0 for j in range(xoff[v], xoff[v + 1])})
+        lo.append(1.0)
+        hi.append(1.0)
     for e, (u, v) in enumerate(edges):  # y[e, l, m] sums to x[u, l] over m and to x[v, m] over l
         for a, b, by_row in ((u, v, True), (v, u, False)):
             for i in range(sizes[a]):
                 row = {yoff[e] + (i * sizes[v] + j if by_row else j * sizes[v] + i): 1.0 for j in range(sizes[b])}
                 row[int(xoff[a]) + i] = -1.0
-                rows.append(row), lo.append(0.0), hi.append(0.0)
+                rows.append(row)
+                lo.append(0.0)
+                hi.append(0.0)
     for key, limit in limits.items():
         row = {j: float(x) for j, x in enumerate(x for r in deltas[key] for x in r) if x}
         for e, edge in enumerate(edges):
@@ -174,7 +178,9 @@ def solve_milp(loss: Sequence[Sequence[float]], deltas: Mapping[str, Sequence[Se
             if mat is not None:
                 row.update({yoff[e] + j: float(x) for j, x in enumerate(x for r in mat for x in r) if x})
         scale = max([abs(x) for x in row.values()] + [abs(float(limit)), 1e-300])
-        rows.append({j: x / scale for j, x in row.items()}), lo.append(-np.inf), hi.append(float(limit) / scale)
+        rows.append({j: x / scale for j, x in row.items()})
+        lo.append(-np.inf)
+        hi.append(float(limit) / scale)
     ub = np.concatenate([allowed.astype(float), np.ones(n - n_x)])
     integrality = np.concatenate([np.ones(n_x), np.zeros(n - n_x)])
     out: list[MilpSolution] = []
@@ -304,7 +310,8 @@ class KnapsackMILP(StepwiseStrategy):
         limit = self.max_drop()
 
         def solve(budget: float) -> tuple[dict[str, int], float] | None:
-            self._cons = replace(p.constraints, **{key: budget})
+            limit_of_key: dict[str, Any] = {key: budget}  # key: one of the cost fields (float | None)
+            self._cons = replace(p.constraints, **limit_of_key)
             try:
                 sols = self.plan(loss, k=1, quiet=True)
             finally:

@@ -39,7 +39,7 @@ from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 import optuna
-from optuna.distributions import IntDistribution
+from optuna.distributions import BaseDistribution, IntDistribution
 from optuna.exceptions import ExperimentalWarning
 from optuna.samplers import BaseSampler, TPESampler
 from optuna.storages import InMemoryStorage
@@ -132,7 +132,8 @@ class OptunaSearch(Strategy):
         prior = problem.prior if self.use_prior and problem.prior is not None else None
         self._prior = prior or Prior(problem.space, None, problem.constraints, problem.predict, mode="none")
         self._allowed = {v.name: list(self._prior.allowed[v.name]) for v in problem.space.variables}
-        self._dists = {n: IntDistribution(0, len(a) - 1) for n, a in self._allowed.items() if len(a) > 1}
+        self._dists: dict[str, BaseDistribution] = {
+            n: IntDistribution(0, len(a) - 1) for n, a in self._allowed.items() if len(a) > 1}
         self._space_size = math.prod(len(a) for a in self._allowed.values())
         storage = InMemoryStorage()
         name = f"hwsearch-{self.name or type(self).__name__}"
@@ -168,9 +169,9 @@ class OptunaSearch(Strategy):
                 self._enqueue(proj, "warm_start")
         self._fill = problem.objective != "accuracy"
         for _ in range(self._startup_count()):
-            levels = self._prior.sample(self.rng, fill=self._fill)
-            if levels is not None:
-                self._enqueue(levels, f"{self.tag}:prior")
+            sampled = self._prior.sample(self.rng, fill=self._fill)
+            if sampled is not None:
+                self._enqueue(sampled, f"{self.tag}:prior")
         note = unreachable_note(problem)
         if note is not None:
             self._notes.append(note)

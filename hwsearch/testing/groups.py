@@ -24,7 +24,7 @@ def run_from_reset(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``model(x)`` without gradients, neurons reset before and after."""
     functional.reset_net(model)
     with torch.no_grad():
-        y = model(x)
+        y: torch.Tensor = model(x)
     functional.reset_net(model)
     return y
 
@@ -99,7 +99,8 @@ def check_sizes(model: nn.Module) -> None:
         elif isinstance(mod, nn.Linear):
             assert (mod.out_features, mod.in_features) == tuple(mod.weight.shape), name
         elif isinstance(mod, nn.modules.batchnorm._BatchNorm):
-            assert mod.num_features == mod.weight.shape[0] == mod.running_mean.shape[0], name  # type: ignore[index]
+            assert mod.running_mean is not None, name  # every batch norm here tracks running statistics
+            assert mod.num_features == mod.weight.shape[0] == mod.running_mean.shape[0], name
 
 
 def random_plan(model: nn.Module, groups: list[Group], seed: int, skip: tuple[str, ...] = ()) -> PruningPlan:

@@ -223,7 +223,8 @@ def with_sensitivity(problem: Problem, accuracy_fn: AccuracyFn = toy_accuracy, *
 # ---- a problem shaped like the demo ---------------------------------------------------------------
 DEMO_BASELINE_ACCURACY = 99.0
 # name, kind, width, parameters per kept unit, single-group drop at rate r (points)
-_DEMO = (
+#: (group, kind, width, parameters per unit, top-1 drop in points at pruning rate r)
+_DEMO: tuple[tuple[str, str, int, int, Callable[[float], float]], ...] = (
     ("patch_embed.c1", "sps", 8, 155, lambda r: 6.0 + 40.0 * r),
     ("patch_embed.c2", "sps", 16, 362, lambda r: 10.0 * r ** 2 if r < 0.25 else 4.0 + 30.0 * r),
     ("patch_embed.c3", "sps", 32, 722, lambda r: 5.0 * r ** 2 if r < 0.35 else 3.5 + 20.0 * r),

@@ -73,7 +73,8 @@ class MLP(nn.Module):
         conv2: nn.Conv2d = getattr(self, f"{second}_conv")
         x = conv2(x.flatten(0, 1))
         x = getattr(self, f"{second}_bn")(x).reshape(T, B, conv2.out_channels, H, W).contiguous()
-        return getattr(self, f"{second}_lif")(x)
+        x = getattr(self, f"{second}_lif")(x)
+        return x
 
 
 class TokenQKAttention(nn.Module):
@@ -136,7 +137,8 @@ class TokenQKAttention(nn.Module):
 
         x = self.proj_bn(self.proj_conv(x.flatten(0, 1)))
         x = x.reshape(T, B, self.proj_conv.out_channels, H, W)
-        return self.proj_lif(x)
+        x = self.proj_lif(x)
+        return x
 
 
 class SpikingSelfAttention(nn.Module):
@@ -178,8 +180,9 @@ class SpikingSelfAttention(nn.Module):
         conv: nn.Conv1d, bn: nn.BatchNorm1d, neuron: nn.Module, x: torch.Tensor, T: int, B: int
     ) -> torch.Tensor:
         """LIF(BN(conv(x))) for folded ``x`` ``[T*B, C, N]`` -> spikes ``[T, B, W, N]``."""
-        out = bn(conv(x))
-        return neuron(out.reshape(T, B, conv.out_channels, out.shape[-1]).contiguous())  # [T, B, W, N]
+        out: torch.Tensor = bn(conv(x))
+        spikes: torch.Tensor = neuron(out.reshape(T, B, conv.out_channels, out.shape[-1]).contiguous())
+        return spikes  # [T, B, W, N]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         T, B, _, H, W = x.shape
@@ -210,7 +213,8 @@ class SpikingSelfAttention(nn.Module):
             qk_sizes = _head_sizes(wq, h, self.qk_head_widths, "SSA q/k")
             v_sizes = _head_sizes(wv, h, self.v_head_widths, "SSA v")
             outs = []
-            for qj, kj, vj in zip(q.split(qk_sizes, 2), k.split(qk_sizes, 2), v.split(v_sizes, 2)):
+            # Tensor.split is unannotated in torch
+            for qj, kj, vj in zip(q.split(qk_sizes, 2), k.split(qk_sizes, 2), v.split(v_sizes, 2)):  # type: ignore[no-untyped-call]
                 kv = kj @ vj.transpose(-1, -2)  # [T, B, d_qk, d_v] = kᵀ @ v
                 outs.append(((qj.transpose(-1, -2) @ kv) * self.scale).transpose(-1, -2))  # [T, B, d_v, N]
             x = torch.cat(outs, dim=2).contiguous()  # [T, B, wv, N]

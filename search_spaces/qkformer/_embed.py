@@ -54,7 +54,7 @@ class PatchEmbedInit(nn.Module):
             x = self.proj_maxpool(x)
         x = self.proj_lif(_unfold(x, T, B).contiguous()).flatten(0, 1).contiguous()
 
-        x_feat = x
+        x_feat: torch.Tensor = x
         x = self.proj1_bn(self.proj1_conv(x))
         if imagenet:
             x = self.proj1_maxpool(x)
@@ -99,7 +99,7 @@ class PatchEmbeddingStage(nn.Module):
         T, B = x.shape[:2]
         imagenet = self.layout == "imagenet"
         x = x.flatten(0, 1).contiguous()
-        x_feat = x
+        x_feat: torch.Tensor = x
 
         x = self.proj3_bn(self.proj3_conv(x))
         if imagenet:

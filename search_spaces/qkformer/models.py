@@ -91,7 +91,8 @@ class _QKFormerBase(nn.Module):
         """Images ``[B, C, H, W]`` (repeated over T steps) -> logits ``[B, num_classes]``."""
         x = x.unsqueeze(0).repeat(self.T, 1, 1, 1, 1)
         x = self.forward_features(x)
-        return self.head(x.mean(0))
+        logits: torch.Tensor = self.head(x.mean(0))
+        return logits
 
 
 class QKFormer(_QKFormerBase):

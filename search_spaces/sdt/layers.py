@@ -147,7 +147,7 @@ class MSSSA(nn.Module):
                T: int, B: int, H: int, W: int) -> torch.Tensor:
         """LIF(BN(conv(s))) as ``[T, B, h, N, d]`` (channel c in head c // d)."""
         width = conv.out_channels
-        y = lif_(bn(conv(s)).reshape(T, B, width, H, W).contiguous())
+        y: torch.Tensor = lif_(bn(conv(s)).reshape(T, B, width, H, W).contiguous())
         return (
             y.flatten(3)
             .transpose(-1, -2)
@@ -174,7 +174,7 @@ class MSSSA(nn.Module):
         v = self._heads(s, self.v_conv, self.v_bn, self.v_lif, T, B, H, W)
         kv = k.mul(v).sum(dim=-2, keepdim=True)  # [T, B, h, 1, d]
         kv = self.talking_heads_lif(kv)
-        y = q.mul(kv)  # [T, B, h, N, d]
+        y: torch.Tensor = q.mul(kv)  # [T, B, h, N, d]
         y = y.transpose(3, 4).reshape(T, B, width, H, W).contiguous()
         y = self.proj_bn(self.proj_conv(y.flatten(0, 1))).reshape(T, B, C, H, W).contiguous()
         return y + identity
@@ -209,7 +209,7 @@ class MSMLP(nn.Module):
         """``[T, B, D, H, W]`` → ``[T, B, D, H, W]``."""
         T, B, C, H, W = x.shape
         identity = x
-        z = self.fc1_lif(x)
+        z: torch.Tensor = self.fc1_lif(x)
         z = self.fc1_conv(z.flatten(0, 1))
         z = self.fc1_bn(z).reshape(T, B, self.c_hidden, H, W).contiguous()
         if self.res:

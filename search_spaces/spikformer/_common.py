@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 import torch.nn as nn
 
@@ -56,7 +58,8 @@ class _SPSBase(nn.Module):
         suffix = ("", "1", "2", "3")[i]
         x = getattr(self, f"proj_conv{suffix}")(x)
         x = getattr(self, f"proj_bn{suffix}")(x).reshape(T, B, -1, *x.shape[-2:]).contiguous()
-        return getattr(self, f"proj_lif{suffix}")(x).flatten(0, 1).contiguous()
+        x = getattr(self, f"proj_lif{suffix}")(x)
+        return x.flatten(0, 1).contiguous()
 
 
 class _SSABase(nn.Module):
@@ -170,13 +173,19 @@ class SpikformerBlock(nn.Module):
         return add_residual_branches(x, self.attn, self.mlp)
 
 
+class _SSAClass(Protocol):
+    """An SSA variant (its class): built without ``scale``, which defaults to the layout's constant."""
+
+    def __call__(self, *, dim: int, num_heads: int) -> _SSABase: ...
+
+
 class _Spikformer(nn.Module):
     """Common constructor of the three layouts; see the sub-classes."""
 
     family = "spikformer"
     layout = ""
     _sps: type[_SPSBase]
-    _ssa: type[_SSABase]
+    _ssa: _SSAClass
     _mlp: type[_MLPBase]
     _norm_eps = 1e-6
 
@@ -238,4 +247,5 @@ class _Spikformer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[B,K]``: the head runs once per image on the mean over tokens, then over T."""
         x = self.forward_features(self._to_sequence(x))
-        return self.head(x.mean(0))
+        logits: torch.Tensor = self.head(x.mean(0))
+        return logits

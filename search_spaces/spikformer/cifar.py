@@ -75,7 +75,8 @@ class SSACIFAR(_SSABase):
         x = self.attn_lif(x)
         x = x.flatten(0, 1)
         x = batch_norm_last_dim(self.proj_bn, self.proj_linear(x))
-        return self.proj_lif(x.reshape(T, B, N, self.proj_linear.out_features))
+        x = self.proj_lif(x.reshape(T, B, N, self.proj_linear.out_features))
+        return x
 
 
 class MLPCIFAR(_MLPBase):
@@ -98,7 +99,8 @@ class MLPCIFAR(_MLPBase):
         x = self.fc1_lif(x)
         x = self.fc2_linear(x.flatten(0, 1))
         x = batch_norm_last_dim(self.fc2_bn, x).reshape(T, B, N, self.fc2_linear.out_features).contiguous()
-        return self.fc2_lif(x)
+        x = self.fc2_lif(x)
+        return x
 
 
 class SpikformerCIFAR(_Spikformer):

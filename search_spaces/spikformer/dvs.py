@@ -57,7 +57,8 @@ class SSADVS(_SSAConv1d):
         x = x.transpose(3, 4).reshape(T, B, self.num_heads * dv, N).contiguous()
         x = self.attn_lif(x)
         x = x.flatten(0, 1)
-        return self.proj_lif(self.proj_bn(self.proj_conv(x)).reshape(T, B, self.proj_conv.out_channels, N))
+        x = self.proj_lif(self.proj_bn(self.proj_conv(x)).reshape(T, B, self.proj_conv.out_channels, N))
+        return x
 
 
 class MLPDVS(_MLPBase):
@@ -80,7 +81,8 @@ class MLPDVS(_MLPBase):
         x = self.fc1_lif(x)
         x = self.fc2_conv(x.flatten(0, 1))
         x = self.fc2_bn(x).reshape(T, B, self.fc2_conv.out_channels, N).contiguous()
-        return self.fc2_lif(x)
+        x = self.fc2_lif(x)
+        return x
 
 
 class SpikformerDVS(_Spikformer):

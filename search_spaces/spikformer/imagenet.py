@@ -56,7 +56,8 @@ class SSAImageNet(_SSAConv1d):
         x = x.transpose(3, 4).reshape(T, B, self.num_heads * dv, N).contiguous()
         x = self.attn_lif(x)
         x = x.flatten(0, 1)
-        return self.proj_lif(self.proj_bn(self.proj_conv(x)).reshape(T, B, self.proj_conv.out_channels, H, W))
+        x = self.proj_lif(self.proj_bn(self.proj_conv(x)).reshape(T, B, self.proj_conv.out_channels, H, W))
+        return x
 
 
 class MLPImageNet(_MLPBase):
@@ -79,7 +80,8 @@ class MLPImageNet(_MLPBase):
         x = self.fc1_lif(x)
         x = self.fc2_conv(x.flatten(0, 1))
         x = self.fc2_bn(x).reshape(T, B, self.fc2_conv.out_channels, H, W).contiguous()
-        return self.fc2_lif(x)
+        x = self.fc2_lif(x)
+        return x
 
 
 class SpikformerImageNet(_Spikformer):
