@@ -54,8 +54,9 @@ def _matmul_macs(a: list[int], b: list[int]) -> int:
     n = a[-2] if len(a) > 1 else 1
     k = a[-1]
     m = b[-1] if len(b) > 1 else 1
-    batch = torch.broadcast_shapes(torch.Size(a[:-2]), torch.Size(b[:-2] if len(b) > 1 else []))
-    return math.prod(batch) * n * k * m
+    batch: tuple[int, ...] = tuple(torch.broadcast_shapes(  # type: ignore[no-untyped-call]  # torch's stub gap
+        torch.Size(a[:-2]), torch.Size(b[:-2] if len(b) > 1 else [])))
+    return int(math.prod(batch)) * n * k * m
 
 
 def _handles(calls: list[int]) -> dict[str, Any]:
