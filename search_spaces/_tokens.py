@@ -1,0 +1,112 @@
+"""Token selection with a package token (SPViT, arXiv 2112.13890) for spike tensors.
+
+A :class:`TokenSelector` runs before one block: per image it scores the image tokens, keeps the
+``keep`` best ones (in their original order) and merges the rest, together with the package token
+of an earlier selection if there is one, into a single package token appended last: the weighted
+mean of the merged tokens' features, weights = their scores (SPViT's score-weighted package). The
+token set is chosen once per image and held for all T steps (membrane state is per token).
+
+Scores come from a registered rule (:data:`TOKEN_SCORES`); ``activity`` (Σ|x| over T and channels:
+the number of spikes a token carries in the integer residual stream of Spikformer/QKFormer, the L1
+mass of SDT's membrane stream) needs no training, so a pretrained checkpoint can be searched as is.
+
+Cost (counted by ``costmodels``): the merge is one batched matmul, ``T · C · m`` MACs per image for
+``m`` merged tokens (the scores and the normalisation are element-wise, not MACs). The package token is
+real-valued; the layers that read it (q/k/v and fc1 in Spikformer/QKFormer, the shortcut LIFs in SDT)
+read a non-binary stream anyway, so no SOP/MAC classification changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn as nn
+
+from hwsearch.registry import Registry
+
+__all__ = ["TOKEN_SCORES", "TOKEN_LAYOUTS", "TokenSelector", "to_tokens", "from_tokens", "activity_scores"]
+
+#: Token layouts of a block's input: the tensor shape the selector reads and writes.
+TOKEN_LAYOUTS = ("cfhw", "nc", "cn")
+
+#: score rule name -> ``fn(tokens [B,N,T,C]) -> scores [B,N]`` (higher = keep).
+TOKEN_SCORES: Registry[Callable[[torch.Tensor], torch.Tensor]] = Registry("token score", list_command="hwsearch tokens")
+
+
+@TOKEN_SCORES.register("activity")
+def activity_scores(tokens: torch.Tensor) -> torch.Tensor:
+    """Σ|x| over time steps and channels: spikes carried by each token (training-free)."""
+    return tokens.abs().sum(dim=(2, 3))
+
+
+def to_tokens(x: torch.Tensor, layout: str) -> torch.Tensor:
+    """A block input in ``layout`` as ``[B, N, T, C]``."""
+    if layout == "cfhw":
+        return x.flatten(3).permute(1, 3, 0, 2)
+    if layout == "nc":
+        return x.permute(1, 2, 0, 3)
+    if layout == "cn":
+        return x.permute(1, 3, 0, 2)
+    raise ValueError(f"unknown token layout {layout!r}; one of {TOKEN_LAYOUTS}")
+
+
+def from_tokens(t: torch.Tensor, layout: str) -> torch.Tensor:
+    """``[B, N, T, C]`` back to ``layout`` (``cfhw``: ``[T,B,C,N,1]``, a 1-wide token grid), contiguous."""
+    if layout == "cfhw":
+        return t.permute(2, 0, 3, 1).unsqueeze(-1).contiguous()
+    if layout == "nc":
+        return t.permute(2, 0, 1, 3).contiguous()
+    if layout == "cn":
+        return t.permute(2, 0, 3, 1).contiguous()
+    raise ValueError(f"unknown token layout {layout!r}; one of {TOKEN_LAYOUTS}")
+
+
+class TokenSelector(nn.Module):
+    """Keeps ``keep`` image tokens per image and merges the others into one package token.
+
+    Args:
+        keep: image tokens kept (>= 1).
+        layout: the block input layout (:data:`TOKEN_LAYOUTS`).
+        has_package: whether the input already ends with a package token (an earlier selection);
+            it is never kept as an image token and is merged into the new package token.
+        score: the registered score rule (``activity``).
+
+    Input and output are in ``layout``; the output has ``keep + 1`` tokens (``cfhw``: ``H = keep + 1,
+    W = 1``). Deterministic: ties in score keep the lower token index.
+    """
+
+    def __init__(self, *, keep: int, layout: str, has_package: bool = False, score: str = "activity") -> None:
+        super().__init__()
+        if keep < 1:
+            raise ValueError(f"a token selector keeps at least 1 token, got {keep}")
+        if layout not in TOKEN_LAYOUTS:
+            raise ValueError(f"unknown token layout {layout!r}; one of {TOKEN_LAYOUTS}")
+        TOKEN_SCORES.get(score)
+        self.keep, self.layout, self.has_package, self.score = keep, layout, has_package, score
+
+    def extra_repr(self) -> str:
+        return f"keep={self.keep}, layout={self.layout!r}, has_package={self.has_package}, score={self.score!r}"
+
+    def scores(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Scores ``[B, N]`` of every token of ``tokens`` ``[B, N, T, C]`` (package included, if any)."""
+        return TOKEN_SCORES.get(self.score)(tokens)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = to_tokens(x, self.layout)  # [B, N, T, C]
+        B, N, T, C = tokens.shape
+        n_img = N - 1 if self.has_package else N
+        if self.keep >= n_img:
+            raise ValueError(f"selector keeps {self.keep} of {n_img} tokens: nothing to prune")
+        scores = self.scores(tokens)
+        order = torch.sort(scores[:, :n_img], dim=1, descending=True, stable=True).indices
+        kept = torch.sort(order[:, : self.keep], dim=1).values
+        merged = torch.sort(order[:, self.keep :], dim=1).values
+        if self.has_package:
+            merged = torch.cat([merged, torch.full((B, 1), N - 1, dtype=merged.dtype, device=merged.device)], dim=1)
+        gather = lambda idx: tokens.gather(1, idx[:, :, None, None].expand(-1, -1, T, C))  # noqa: E731
+        w = scores.gather(1, merged).to(tokens.dtype)  # [B, m]
+        total = w.sum(dim=1, keepdim=True)
+        w = torch.where(total > 0, w / total.clamp_min(torch.finfo(w.dtype).tiny), torch.zeros_like(w))
+        package = torch.bmm(w.unsqueeze(1), gather(merged).reshape(B, -1, T * C)).reshape(B, 1, T, C)
+        return from_tokens(torch.cat([gather(kept), package], dim=1), self.layout)
