@@ -54,13 +54,14 @@ def widths_of_plan(plan: PruningPlan, compiled: CompiledCost) -> dict[str, int |
 
     A depth group (blocks, branches) given as a count is resolved by the plan's criterion on the model's
     weights when the plan is applied, so which blocks or branches go is not known here: the cost differs
-    when the candidates differ (branches, or blocks whose widths the plan prunes). Such a plan must carry
-    the kept indices (:func:`hwsearch.pruning.resolve_plan`, or ``pruned.hwsearch_plan``).
+    when the candidates differ (branches, or blocks whose widths or tokens the plan prunes: a removed
+    block takes its token selection with it). Such a plan must carry the kept indices
+    (:func:`hwsearch.pruning.resolve_plan`, or ``pruned.hwsearch_plan``). T applies to every block alike.
     """
     widths = dict(plan.keep)
     full = compiled.group_widths()
     depth = {g for g, (kind, *_rest) in compiled._slots.items() if kind == "depth"}
-    pruned_channels = any(g not in depth and (v if isinstance(v, int) else len(v)) < full.get(g, 0)
+    pruned_channels = any(g not in depth and g != "T" and (v if isinstance(v, int) else len(v)) < full.get(g, 0)
                           for g, v in widths.items())
     for g, v in widths.items():
         if g in depth and isinstance(v, int) and 0 < v < full[g] and (g == "branches" or pruned_channels):
