@@ -63,30 +63,38 @@ def from_tokens(t: torch.Tensor, layout: str) -> torch.Tensor:
 
 
 class TokenSelector(nn.Module):
-    """Keeps ``keep`` image tokens per image and merges the others into one package token.
+    """Keeps ``count / width`` of the incoming image tokens per image; merges the others into one package.
 
     Args:
-        keep: image tokens kept (>= 1).
+        count, width: the keep ratio: of ``n`` incoming image tokens ``max(1, n * count // width)`` stay
+            (``hwsearch.pruning._tokens.token_schedule``; ``width`` is the token count of the stem).
         layout: the block input layout (:data:`TOKEN_LAYOUTS`).
         has_package: whether the input already ends with a package token (an earlier selection);
             it is never kept as an image token and is merged into the new package token.
         score: the registered score rule (``activity``).
 
-    Input and output are in ``layout``; the output has ``keep + 1`` tokens (``cfhw``: ``H = keep + 1,
-    W = 1``). Deterministic: ties in score keep the lower token index.
+    Input and output are in ``layout``; the output has ``kept + 1`` tokens (``cfhw``: ``H = kept + 1,
+    W = 1``). An input with nothing to prune passes unchanged. Deterministic: ties in score keep the
+    lower token index.
     """
 
-    def __init__(self, *, keep: int, layout: str, has_package: bool = False, score: str = "activity") -> None:
+    def __init__(self, *, count: int, width: int, layout: str, has_package: bool = False,
+                 score: str = "activity") -> None:
         super().__init__()
-        if keep < 1:
-            raise ValueError(f"a token selector keeps at least 1 token, got {keep}")
+        if not 1 <= count <= width:
+            raise ValueError(f"a token selector keeps 1..{width} of {width} tokens, got {count}")
         if layout not in TOKEN_LAYOUTS:
             raise ValueError(f"unknown token layout {layout!r}; one of {TOKEN_LAYOUTS}")
         TOKEN_SCORES.get(score)
-        self.keep, self.layout, self.has_package, self.score = keep, layout, has_package, score
+        self.count, self.width, self.layout, self.has_package, self.score = count, width, layout, has_package, score
 
     def extra_repr(self) -> str:
-        return f"keep={self.keep}, layout={self.layout!r}, has_package={self.has_package}, score={self.score!r}"
+        return (f"count={self.count}, width={self.width}, layout={self.layout!r}, has_package={self.has_package}, "
+                f"score={self.score!r}")
+
+    def kept(self, n_image: int) -> int:
+        """Image tokens kept of ``n_image`` incoming ones."""
+        return max(1, n_image * self.count // self.width)
 
     def scores(self, tokens: torch.Tensor) -> torch.Tensor:
         """Scores ``[B, N]`` of every token of ``tokens`` ``[B, N, T, C]`` (package included, if any)."""
@@ -96,12 +104,13 @@ class TokenSelector(nn.Module):
         tokens = to_tokens(x, self.layout)  # [B, N, T, C]
         B, N, T, C = tokens.shape
         n_img = N - 1 if self.has_package else N
-        if self.keep >= n_img:
-            raise ValueError(f"selector keeps {self.keep} of {n_img} tokens: nothing to prune")
+        k = self.kept(n_img)
+        if k >= n_img:
+            return x
         scores = self.scores(tokens)
         order = torch.sort(scores[:, :n_img], dim=1, descending=True, stable=True).indices
-        kept = torch.sort(order[:, : self.keep], dim=1).values
-        merged = torch.sort(order[:, self.keep :], dim=1).values
+        kept = torch.sort(order[:, :k], dim=1).values
+        merged = torch.sort(order[:, k:], dim=1).values
         if self.has_package:
             merged = torch.cat([merged, torch.full((B, 1), N - 1, dtype=merged.dtype, device=merged.device)], dim=1)
         gather = lambda idx: tokens.gather(1, idx[:, :, None, None].expand(-1, -1, T, C))  # noqa: E731

@@ -117,7 +117,9 @@ def apply_tokens(model: nn.Module, groups: Sequence[Group], keep: Mapping[str, i
     package = False
     for g, point in selection_points(groups, keep):
         if point.active:
-            selector = TokenSelector(keep=point.image, layout=g.layout, has_package=package, score=score)
+            v = keep[g.name]
+            selector = TokenSelector(count=v if isinstance(v, int) else len(v), width=g.width, layout=g.layout,
+                                     has_package=package, score=score)
             attach_selector(model.get_submodule(g.block), selector)
         package = point.package
     for g in groups:

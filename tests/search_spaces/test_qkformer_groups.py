@@ -79,6 +79,11 @@ class Case:
     out: torch.Tensor
 
 
+def _weight_groups(model: nn.Module) -> list[Group]:
+    """The channel and depth groups (this file's concern; token and T groups: tests/hwsearch/pruning/test_tokens.py)."""
+    return [g for g in groups_of(model) if isinstance(g, (ChannelGroup, DepthGroup))]
+
+
 def _run(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     functional.reset_net(model)
     with torch.no_grad():
@@ -96,7 +101,7 @@ def case(request: pytest.FixtureRequest) -> Case:
     calibrate_bn(model, x)
     rates = firing_rates(model, x)
     assert min(rates.values()) > 0, [n for n, r in rates.items() if r == 0]
-    return Case(layout=request.param, model=model, x=x, groups=groups_of(model), out=_run(model, x))
+    return Case(layout=request.param, model=model, x=x, groups=_weight_groups(model), out=_run(model, x))
 
 
 def _features(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
