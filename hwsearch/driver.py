@@ -34,6 +34,7 @@ from hwsearch.pareto import pareto_front, trials_frame
 from hwsearch.results import Candidate, Constraints, Result
 from hwsearch.runners import make_runner
 from hwsearch.pruning import ChannelGroup
+from hwsearch.report import work_columns
 from hwsearch.space import ALL_AXES, DEFAULT_AXES, DEFAULT_RATES, SearchSpace
 from hwsearch.strategies import Problem, create_strategy
 from hwsearch.study import PRIORS, Study, load_study
@@ -556,6 +557,7 @@ def compare(study: Study | str | Path | None = None, *, strategies: Sequence[str
                          "macs_saving_%": 100 * (1 - best.costs["macs_g"] / base["macs_g"]) if best else None,
                          "feasible": sum(r.feasible for r in outcome.results), "evaluations": outcome.new_evaluations,
                          "wall_s": round(res.seconds, 1)})
+            rows[-1].update(work_columns(setup.space, best))  # kept tokens per block and T, when searched
             if finetune_epochs and best is not None and not outcome.interrupted:
                 rows[-1].update(_finetune_columns(setup, res, finetune_epochs, resume=resume, progress=progress))
             if outcome.interrupted:
