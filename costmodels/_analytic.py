@@ -19,7 +19,7 @@ import numpy as np
 from costmodels._cost import (
     DTYPE_BITS, E_AC_PJ, E_MAC_PJ, ENERGY_CAVEAT, SCHEMA, Cost, LayerCost, energy_mj, trusted_constructor, weight_bytes,
 )
-from costmodels._families import build_spec
+from costmodels._families import TOKEN_SCORE_KEY, build_spec
 from costmodels._fastpath import Fallback, compile_fast
 from costmodels._poly import Poly, compile_polys
 from costmodels._registry import ParamsMixin, Widths, register_cost_model
@@ -209,7 +209,8 @@ class CompiledCost:
         if points:
             flow = token_schedule(self._token_width, [(x[p.count], p.alive is None or x[p.alive] == 1) for p in points])
             for p, f in zip(points, flow):
-                x[p.tokens], x[p.merged] = f.tokens, f.merged
+                for i, value in zip(p.schedule(), p.values(f)):
+                    x[i] = value
         return x
 
     # -- evaluation -------------------------------------------------------------------------------------
@@ -357,6 +358,8 @@ class AnalyticCostModel(ParamsMixin):
             config, widths = config.model, config
         if isinstance(widths, PruningPlan):
             model_kwargs = {**dict(widths.model_kwargs), **dict(model_kwargs or {})} or None
+            if widths.token_score != "activity":  # a learned selector has parameters and MACs of its own
+                model_kwargs = {**(model_kwargs or {}), TOKEN_SCORE_KEY: widths.token_score}
         compiled = self.compile(config, model_kwargs)
         if firing_rates is not None:
             compiled = compiled.with_rates(firing_rates)

@@ -16,7 +16,7 @@ from typing import Any
 from costmodels._poly import Poly
 from costmodels._spec import Builder, pair, pool_out
 
-__all__ = ["FAMILY_BUILDERS", "build_spec"]
+__all__ = ["FAMILY_BUILDERS", "TOKEN_SCORE_KEY", "build_spec"]
 
 HW = tuple[int, int]
 
@@ -36,8 +36,14 @@ def _sps_convs(b: Builder, widths: list[Poly | int], sizes: list[HW], lif_sizes:
 
 
 def _select(b: Builder, p: str, N: int, alive: Poly, D: Poly) -> Poly:
-    """Token group before block ``p``: the package merge (one matmul, T·D·m MACs); returns the block's tokens."""
-    tokens, merged = b.tokens(p, N, alive)
+    """Token group before block ``p``: the package merge (one matmul, T·D·m MACs) and, for the learned
+    selector, its scorer (``proj`` once per image on the time mean, ``mix``); returns the block's tokens."""
+    from search_spaces._tokens import LEARNED, SELECTOR_HEADS
+
+    tokens, merged, entering, active = b.tokens(p, N, alive)
+    if b.token_score == LEARNED:
+        b.linear(f"{p}.token_select.scorer.proj", D, SELECTOR_HEADS, tokens=entering, per_image=True, alive=active)
+        b.param(f"{p}.token_select.scorer.mix", SELECTOR_HEADS, alive=active)
     b.matmul(f"{p}.token_select.matmul1", D * merged)
     return tokens
 
@@ -272,6 +278,9 @@ def qkformer(b: Builder, kw: Mapping[str, Any]) -> None:
     _head(b, widths[2], K, per_image=True)
 
 
+#: key of the compile kwargs naming a plan's token score rule (``learned`` adds the selectors' scorers)
+TOKEN_SCORE_KEY = "token_score"
+
 #: families whose analytic formulas have a T variable (their token declarations add a T group)
 _TIME_FAMILIES = ("spikformer", "sdt", "qkformer")
 
@@ -292,6 +301,7 @@ def build_spec(family: str, layout: str, kwargs: Mapping[str, Any]) -> Builder:
     from hwsearch.pruning._tokens import TIME_AXIS_LAYOUTS
 
     b = Builder(family=family, layout=layout, T=int(kwargs["T"]),
-                time_axis=family in FAMILY_BUILDERS and family in _TIME_FAMILIES and layout in TIME_AXIS_LAYOUTS)
+                time_axis=family in FAMILY_BUILDERS and family in _TIME_FAMILIES and layout in TIME_AXIS_LAYOUTS,
+                token_score=str(kwargs.get(TOKEN_SCORE_KEY, "activity")))
     fn(b, kwargs)
     return b

@@ -79,18 +79,18 @@ def _schedule_lines(points: Sequence[TokenPoint], width: int, names: Sequence[st
     """Token-flow variables: from ``_sched`` when a token group is named, else the unpruned flow."""
     if not points:
         return []
-    targets = ", ".join(f"{names[p.tokens]}, {names[p.merged]}" for p in points)
+    targets = ", ".join(names[i] for p in points for i in p.schedule())
     args = ", ".join(f"{names[p.count]}, {fixed.get(p.alive, 1) if p.alive is None or p.alive in fixed else names[p.alive]}"
                      for p in points)
     return ["    if w and not _token_groups.isdisjoint(w):", f"        {targets} = _sched({args})", "    else:",
-            f"        {targets} = {', '.join(f'{width}, 0' for _ in points)}"]
+            f"        {targets} = {', '.join(f'{width}, 0, {width}, 0' for _ in points)}"]
 
 
 def _sched_function(width: int) -> Callable[..., list[int]]:
     def sched(*args: int) -> list[int]:
         out: list[int] = []
         for f in token_schedule(width, [(args[i], args[i + 1] == 1) for i in range(0, len(args), 2)]):
-            out += [f.tokens, f.merged]
+            out += TokenPoint.values(f)
         return out
 
     return sched

@@ -150,12 +150,24 @@ def spike_input(family: str, layout: str, layer: str) -> str | None:
 @dataclass(frozen=True, slots=True)
 class TokenPoint:
     """Variable indices of one token group: its count, its block's indicator (None: always there), the
-    tokens the block runs on and the tokens merged before it."""
+    tokens the block runs on, the tokens merged before it, the tokens reaching the selector and whether
+    a selector runs there (0/1)."""
 
     count: int
     alive: int | None
     tokens: int
     merged: int
+    entering: int
+    active: int
+
+    def schedule(self) -> tuple[int, int, int, int]:
+        """The schedule variables, in the order :meth:`values` fills them."""
+        return (self.tokens, self.merged, self.entering, self.active)
+
+    @staticmethod
+    def values(point: object) -> tuple[int, int, int, int]:
+        """Values of the schedule variables for one ``hwsearch.pruning._tokens.SelectionPoint``."""
+        return (point.tokens, point.merged, point.entering, int(point.active))  # type: ignore[attr-defined]
 
 
 class Builder:
@@ -165,30 +177,34 @@ class Builder:
     count); otherwise ``steps`` is the constant ``T``.
     """
 
-    def __init__(self, *, family: str, layout: str, T: int, time_axis: bool = False) -> None:
-        self.family, self.layout, self.T = family, layout, T
+    def __init__(self, *, family: str, layout: str, T: int, time_axis: bool = False,
+                 token_score: str = "activity") -> None:
+        self.family, self.layout, self.T, self.token_score = family, layout, T, token_score
         self.variables: list[Variable] = []
         self.layers: list[SymLayer] = []
         self.token_points: list[TokenPoint] = []
         self.token_width = 0
         self.steps: Poly | int = self.channel("T", T) if time_axis else T
 
-    def tokens(self, scope: str, width: int, alive: Poly | int = 1) -> tuple[Poly, Poly]:
+    def tokens(self, scope: str, width: int, alive: Poly | int = 1) -> tuple[Poly, Poly, Poly, Poly]:
         """Token group ``<scope>.tokens`` of a stream of ``width`` tokens; returns the variables (tokens the
-        block runs on, tokens merged into the package before it). ``alive``: the block's depth indicator."""
+        block runs on, tokens merged into the package before it, tokens reaching the selector, selector
+        runs 0/1). ``alive``: the block's depth indicator."""
         if self.token_width and width != self.token_width:
             raise ValueError(f"token groups of one model share one stream, got widths {self.token_width} and {width}")
         self.token_width = width
         self.variables.append(Variable(group=f"{scope}.tokens", kind="tokens", full=int(width), scope=scope))
         count = len(self.variables) - 1
-        self.variables.append(Variable(group="", kind="schedule", full=int(width), scope=scope))
-        self.variables.append(Variable(group="", kind="schedule", full=0, scope=scope))
+        for full in (width, 0, width, 0):  # unpruned: all tokens, none merged, all reach it, no selector
+            self.variables.append(Variable(group="", kind="schedule", full=int(full), scope=scope))
         alive_index = None
         if isinstance(alive, Poly) and alive.variables():
             (mono,) = alive.terms
             alive_index = mono[0]
-        self.token_points.append(TokenPoint(count=count, alive=alive_index, tokens=count + 1, merged=count + 2))
-        return Poly.var(count + 1), Poly.var(count + 2)
+        point = TokenPoint(count=count, alive=alive_index, tokens=count + 1, merged=count + 2, entering=count + 3,
+                           active=count + 4)
+        self.token_points.append(point)
+        return tuple(Poly.var(i) for i in point.schedule())  # type: ignore[return-value]
 
     # -- variables --------------------------------------------------------------------------------------
     def channel(self, group: str, full: int, *, partitions: int = 1) -> Poly:

@@ -25,7 +25,13 @@ import torch.nn as nn
 
 from hwsearch.registry import Registry
 
-__all__ = ["TOKEN_SCORES", "TOKEN_LAYOUTS", "TokenSelector", "to_tokens", "from_tokens", "activity_scores"]
+__all__ = ["TOKEN_SCORES", "TOKEN_LAYOUTS", "LEARNED", "SELECTOR_HEADS", "LearnedScorer", "TokenSelector", "to_tokens",
+           "from_tokens", "activity_scores"]
+
+#: the score rule of SPViT's trained selector (:class:`LearnedScorer`; trained by ``hwsearch finetune``)
+LEARNED = "learned"
+#: heads of the learned selector
+SELECTOR_HEADS = 4
 
 #: Token layouts of a block's input: the tensor shape the selector reads and writes.
 TOKEN_LAYOUTS = ("cfhw", "nc", "cn")
@@ -38,6 +44,29 @@ TOKEN_SCORES: Registry[Callable[[torch.Tensor], torch.Tensor]] = Registry("token
 def activity_scores(tokens: torch.Tensor) -> torch.Tensor:
     """Σ|x| over time steps and channels: spikes carried by each token (training-free)."""
     return tokens.abs().sum(dim=(2, 3))
+
+
+class LearnedScorer(nn.Module):
+    """SPViT's light multi-head token selector: per head a linear keep score of each token's time-mean
+    features, squashed to (0, 1), combined by learned head weights (softmax).
+
+    Cost: ``proj`` runs once per image on the time mean (``N · C · heads`` MACs for N incoming tokens);
+    the mean, sigmoid and weighting are element-wise. Initialised so that it ranks tokens like
+    ``activity`` on a non-negative stream (equal positive weights on every channel).
+    """
+
+    def __init__(self, channels: int, heads: int = SELECTOR_HEADS) -> None:
+        super().__init__()
+        self.proj = nn.Linear(channels, heads)
+        self.mix = nn.Parameter(torch.zeros(heads))
+        with torch.no_grad():
+            self.proj.weight.fill_(1.0 / channels)
+            self.proj.bias.fill_(-1.0)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``[B, N, T, C]`` -> keep scores ``[B, N]`` in (0, 1)."""
+        keep = torch.sigmoid(self.proj(tokens.mean(dim=2)))  # [B, N, heads]
+        return (keep * torch.softmax(self.mix, dim=0)).sum(dim=-1)
 
 
 def to_tokens(x: torch.Tensor, layout: str) -> torch.Tensor:
@@ -71,22 +100,35 @@ class TokenSelector(nn.Module):
         layout: the block input layout (:data:`TOKEN_LAYOUTS`).
         has_package: whether the input already ends with a package token (an earlier selection);
             it is never kept as an image token and is merged into the new package token.
-        score: the registered score rule (``activity``).
+        score: a registered score rule (``activity``) or ``learned`` (a :class:`LearnedScorer` of
+            ``channels`` inputs, child ``scorer``).
+        channels: the block's input width (``learned`` only).
 
     Input and output are in ``layout``; the output has ``kept + 1`` tokens (``cfhw``: ``H = kept + 1,
     W = 1``). An input with nothing to prune passes unchanged. Deterministic: ties in score keep the
     lower token index.
     """
 
+    scorer: LearnedScorer | None
+
     def __init__(self, *, count: int, width: int, layout: str, has_package: bool = False,
-                 score: str = "activity") -> None:
+                 score: str = "activity", channels: int | None = None) -> None:
         super().__init__()
         if not 1 <= count <= width:
             raise ValueError(f"a token selector keeps 1..{width} of {width} tokens, got {count}")
         if layout not in TOKEN_LAYOUTS:
             raise ValueError(f"unknown token layout {layout!r}; one of {TOKEN_LAYOUTS}")
-        TOKEN_SCORES.get(score)
+        if score == LEARNED:
+            if not channels:
+                raise ValueError("a learned token selector needs the block's input width (channels)")
+            self.scorer = LearnedScorer(channels)
+        else:
+            TOKEN_SCORES.get(score)
+            self.scorer = None
         self.count, self.width, self.layout, self.has_package, self.score = count, width, layout, has_package, score
+        #: (mean keep score of the image tokens, target keep ratio) of the last training forward (the
+        #: computation-aware loss of hwsearch.finetune reads it); None outside training
+        self.last_keep: tuple[torch.Tensor, float] | None = None
 
     def extra_repr(self) -> str:
         return (f"count={self.count}, width={self.width}, layout={self.layout!r}, has_package={self.has_package}, "
@@ -98,6 +140,8 @@ class TokenSelector(nn.Module):
 
     def scores(self, tokens: torch.Tensor) -> torch.Tensor:
         """Scores ``[B, N]`` of every token of ``tokens`` ``[B, N, T, C]`` (package included, if any)."""
+        if self.scorer is not None:
+            return self.scorer(tokens)
         return TOKEN_SCORES.get(self.score)(tokens)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -108,6 +152,8 @@ class TokenSelector(nn.Module):
         if k >= n_img:
             return x
         scores = self.scores(tokens)
+        if self.training and self.scorer is not None:
+            self.last_keep = (scores[:, :n_img].mean(), k / n_img)
         order = torch.sort(scores[:, :n_img], dim=1, descending=True, stable=True).indices
         kept = torch.sort(order[:, :k], dim=1).values
         merged = torch.sort(order[:, k:], dim=1).values

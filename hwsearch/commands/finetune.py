@@ -26,6 +26,11 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue a fine-tuning run stopped in --out")
     p.add_argument("--train-limit", type=positive_int, default=None, metavar="N",
                    help="train on the first N samples of the training split only (quick checks)")
+    p.add_argument("--token-selector", choices=["as-pruned", "learned"], default="as-pruned",
+                   help="learned: train SPViT's multi-head token selector with the model, with a computation-aware "
+                        "keep-ratio loss (models that prune tokens; default: keep the model's token scores)")
+    p.add_argument("--ratio-weight", type=positive_float, default=2.0,
+                   help="weight of the keep-ratio loss of --token-selector learned (default 2)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -43,7 +48,8 @@ def _run(args: argparse.Namespace) -> int:
 
     _, res = finetune(study, model_dir, epochs=args.epochs, loss=args.loss, lr=args.lr, temperature=args.temperature,
                       alpha=args.alpha, seed=args.seed, out=args.out, resume=args.resume,
-                      train_limit=args.train_limit, progress=not args.quiet)
+                      train_limit=args.train_limit, progress=not args.quiet, token_selector=args.token_selector,
+                      ratio_weight=args.ratio_weight)
     if (run_dir / "report.md").is_file() and model_dir == run_dir / "best":
         append_finetune_section(run_dir, res)
     rows = [("eval", res.eval_before, res.eval_after), ("test", res.test_before, res.test_after)]

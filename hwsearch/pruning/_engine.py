@@ -51,6 +51,7 @@ def _by_name(groups: Sequence[Group]) -> dict[str, Group]:
 def validate_plan(plan: PruningPlan, groups: Sequence[Group]) -> None:
     """Raise :class:`PlanError` (one line naming the group and the limit) if ``plan`` is not applicable."""
     table = _by_name(groups)
+    _check_token_score(plan.token_score)
     for name, value in plan.keep.items():
         g = table.get(name)
         if g is None:
@@ -93,6 +94,18 @@ def validate_plan(plan: PruningPlan, groups: Sequence[Group]) -> None:
             counts = [sum(1 for i in value if i // pw == p) for p in range(g.partitions)]
             if len(set(counts)) != 1:
                 raise PlanError(f"plan for {name} keeps unequal numbers per head {counts}; keep the same number in each")
+
+
+def _check_token_score(score: str) -> None:
+    from search_spaces._tokens import LEARNED, TOKEN_SCORES
+
+    known = [*TOKEN_SCORES.list(), LEARNED]
+    if score not in known:
+        import difflib
+
+        close = difflib.get_close_matches(score, known, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise PlanError(f"unknown token score '{score}' in the plan{hint} (known: {', '.join(known)})")
 
 
 def topk_units(scores: torch.Tensor, count: int, partitions: int = 1) -> tuple[int, ...]:

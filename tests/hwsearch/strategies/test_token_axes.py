@@ -10,6 +10,7 @@ pruning engine applies.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 import pytest
 
@@ -19,7 +20,7 @@ from hwsearch.pruning import groups_of, validate_plan
 from hwsearch.results import Constraints
 from hwsearch.space import DEFAULT_AXES, SearchSpace
 from hwsearch.strategies import Problem, create_strategy, list_strategies
-from hwsearch.testing.strategy_contract import drive, with_sensitivity
+from hwsearch.testing.strategy_contract import drive, level_importance_of, with_sensitivity
 from search_spaces import create_model
 
 NAME = "spikformer-digits-2-64"
@@ -31,7 +32,7 @@ SENS = {"sps": 30.0, "qk": 4.0, "v": 4.0, "mlp": 2.0, "tokens": 0.8, "time": 1.5
 @pytest.fixture(scope="module")
 def problem() -> Problem:
     model = create_model(NAME)
-    space = SearchSpace.from_model(model, axes=(*DEFAULT_AXES, "tokens", "time"))
+    space = SearchSpace.from_model(model, axes=(*DEFAULT_AXES, "tokens", "time"), rates=(0.25, 0.5, 0.75))
     compiled = AnalyticCostModel().compile(NAME)
 
     def predict(levels: Mapping[str, int]) -> dict[str, float]:
@@ -58,7 +59,10 @@ def test_strategy_meets_the_mac_budget_with_token_and_time_levels(problem: Probl
     space = problem.space
     acc = lambda levels: accuracy(space, levels)  # noqa: E731
     prepared = with_sensitivity(problem, acc)
-    results = drive(create_strategy(name, seed=0), prepared, acc, budget=12)
+    strategy = create_strategy(name, seed=0)
+    if strategy.needs_importance:
+        prepared = replace(prepared, importance=level_importance_of(prepared, acc))
+    results = drive(strategy, prepared, acc, budget=12)
     feasible = [r for r in [*prepared.history, *results] if r.feasible]
     assert feasible, name
     best = max(feasible, key=lambda r: r.accuracy)
