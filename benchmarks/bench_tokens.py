@@ -101,6 +101,7 @@ def main() -> None:
     ap.add_argument("--local-evals", type=int, default=30)
     ap.add_argument("--out", default="/tmp/hwsearch-bench-tokens")
     ap.add_argument("--only", default=",".join(AXES))
+    ap.add_argument("--previous", default=None, help="a log of an earlier run: its JSON rows are reused")
     args = ap.parse_args()
     torch.set_num_threads(2)
     from hwsearch.driver import prepare
@@ -112,6 +113,14 @@ def main() -> None:
     base = {"macs_g": base_macs, "param_mb": setup.local.costs({})["param_mb"],
             "sops_g": _sops_g(setup.local.model, setup.spec.batches), "acc": _accuracies(setup, setup.local.model)}
     rows, answers = [], {}
+    if args.previous:
+        for line in Path(args.previous).read_text().splitlines():
+            if line.startswith('{"axes"'):
+                row = json.loads(line)
+                if row["axes"] not in args.only.split(","):
+                    rows.append(row)
+                    if row.get("feasible"):
+                        answers[row["axes"]] = row["levels"]
     for label in args.only.split(","):
         frac = args.tokens_budget if label == "tokens" else args.budget
         warm = [answers[k] for k in ("channel", "tokens+T") if label == "both" and k in answers]
