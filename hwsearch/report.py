@@ -9,7 +9,7 @@ from typing import Any
 
 from hwsearch.atomic import atomic_write_text
 
-__all__ = ["write_outputs", "report_markdown", "token_flow", "work_columns"]
+__all__ = ["write_outputs", "report_markdown", "token_flow", "work_columns", "plan_token_flow"]
 
 
 def _fmt(x: Any, digits: int = 4) -> str:
@@ -53,6 +53,26 @@ def work_columns(space: Any, best: Any) -> dict[str, str]:
         return {}
     blocks = "; ".join(f"{b}: {t}" for b, t in flow.items() if b != "T")
     return {"tokens": blocks if best is not None else None, "T": flow.get("T", "").removeprefix("T = ") or None}
+
+
+def plan_token_flow(plan: Any) -> str | None:
+    """One line: the tokens each token block of a (resolved) plan runs on, and T; None when it prunes neither."""
+    import torch
+
+    from hwsearch.pruning import TimeGroup, groups_of
+    from hwsearch.pruning._tokens import selection_points
+    from search_spaces import get_config
+
+    with torch.device("meta"):
+        skeleton = get_config(plan.model).build(**dict(plan.model_kwargs))
+    groups = groups_of(skeleton)
+    points = selection_points(groups, plan.keep)
+    steps = next((g for g in groups if isinstance(g, TimeGroup)), None)
+    t = plan.counts().get("T") if steps is not None else None
+    if not any(p.active for _, p in points) and (t is None or t == steps.width):
+        return None
+    flow = ", ".join(f"{g.block} {p.image}{' + 1' if p.package else ''}" for g, p in points)
+    return f"tokens per block (kept + package): {flow}" + (f"; T = {t}" if t is not None else "")
 
 
 def _tokens_cell(flow: Mapping[str, str], name: str) -> str:
