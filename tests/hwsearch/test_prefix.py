@@ -181,7 +181,8 @@ def test_token_and_t_candidates_reuse_the_prefix_before_their_first_selection(qu
     from hwsearch.evaluation import Evaluator
     from hwsearch.results import Candidate
 
-    setup = prepare(quick_study_path, axes=("mlp", "tokens", "time"), run_dir=tmp_path, progress=False)
+    setup = prepare(quick_study_path, axes=("mlp", "tokens", "time"), run_dir=tmp_path, progress=False,
+                    constraints={"param_mb": "none"})
     spec = replace(setup.spec, batches=setup.spec.batches[:2], stop_drop=None)
     fast, plain = Evaluator(spec), Evaluator(replace(spec, prefix_cache_mb=0))
     cands = [Candidate(levels={"block.1.tokens": 5}), Candidate(levels={"block.0.tokens": 3}),

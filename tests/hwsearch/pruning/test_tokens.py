@@ -224,3 +224,29 @@ def test_prefix_reuse_stops_before_the_first_selection() -> None:
     assert prefix_length(chain, touched_modules(groups, {"block.1.tokens": 32})) == 2
     assert prefix_length(chain, touched_modules(groups, {"block.1.tokens": 64})) == 3
     assert prefix_length(chain, touched_modules(groups, {"T": 2})) == 0
+
+
+def test_report_and_comparison_show_the_kept_tokens() -> None:
+    from hwsearch.report import _tokens_cell, plan_token_flow, token_flow, work_columns
+    from hwsearch.results import Candidate, Result
+
+    space = SearchSpace.from_model(create_model("spikformer-digits-2-64"), axes=("mlp", "tokens", "time"),
+                                   rates=(0.25, 0.5, 0.75))
+    levels = {"block.0.tokens": 2, "block.1.tokens": 2, "T": 1}  # 32 of 64, then half again; T = 3
+    flow = token_flow(space, levels)
+    assert flow == {"block.0": "32 + 1", "block.1": "16 + 1", "T": "T = 3"}
+    assert _tokens_cell(flow, "block.1.mlp.hidden") == "16 + 1" and _tokens_cell(flow, "patch_embed.c1") == "all"
+    best = Result(candidate=Candidate(levels=levels), status="ok", accuracy=90.0, acc_drop=1.0, costs={})
+    assert work_columns(space, best) == {"tokens": "block.0: 32 + 1; block.1: 16 + 1", "T": "3"}
+    assert token_flow(SearchSpace.from_model(create_model("spikformer-digits-2-64")), {}) == {}
+    plan = prune(create_model("spikformer-digits-2-64"), space.plan(levels)).hwsearch_plan
+    assert plan_token_flow(plan) == "tokens per block (kept + package): block.0 32 + 1, block.1 16 + 1; T = 3"
+
+
+def test_cost_command_prints_the_token_flow(capsys, demo_study_path, tmp_path) -> None:  # noqa: ANN001
+    from hwsearch.cli import main
+
+    PruningPlan(model="spikformer-digits-2-64", keep={"block.1.tokens": 16, "T": 2}).save(tmp_path / "p.json")
+    assert main(["cost", "--study", str(demo_study_path), "--plan", str(tmp_path / "p.json"), "--measured"]) == 0
+    out = capsys.readouterr().out
+    assert "tokens per block (kept + package): block.0 64, block.1 16 + 1; T = 2" in out and "T=2" in out
