@@ -250,3 +250,20 @@ def test_cost_command_prints_the_token_flow(capsys, demo_study_path, tmp_path) -
     assert main(["cost", "--study", str(demo_study_path), "--plan", str(tmp_path / "p.json"), "--measured"]) == 0
     out = capsys.readouterr().out
     assert "tokens per block (kept + package): block.0 64, block.1 16 + 1; T = 2" in out and "T=2" in out
+
+
+@pytest.mark.parametrize("case", ["spikformer-imagenet", "sdt-cifar", "qkformer-cifar"])
+def test_sops_follow_the_kept_tokens_and_t(case: str) -> None:
+    """Firing rates measured on the token-pruned, calibrated model give the same SOPs in both cost models."""
+    model, x, kw = _calibrated(case)
+    groups = groups_of(model)
+    tokens = [g for g in groups if isinstance(g, TokenGroup)]
+    keep = {tokens[0].name: tokens[0].width // 2, tokens[1].name: tokens[1].width // 2, "T": 1}
+    pruned = prune(model, PruningPlan(model=model.hwsearch_config, keep=keep, model_kwargs=kw), groups)
+    measured = MeasuredCostModel(calibration=[x]).measure(pruned)
+    rates = measured.firing_rates()
+    assert sum(r > 0 for r in rates.values()) > len(rates) // 2  # calibrated: the comparison is not vacuous
+    analytic = AnalyticCostModel(firing_rates=rates).cost(pruned.hwsearch_plan)
+    assert measured.sops > 0 and analytic.sops == pytest.approx(measured.sops, rel=1e-12)
+    full = AnalyticCostModel(firing_rates=rates).cost(model.hwsearch_config, model_kwargs=kw)
+    assert analytic.sops < full.sops / 2  # T = 1 of 2, fewer tokens
