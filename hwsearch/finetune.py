@@ -103,7 +103,7 @@ def _save_state(path: Path, state: dict[str, Any]) -> None:
 def finetune(study: Study, model_dir: str | Path, *, epochs: int = 3, loss: str = "kd", lr: float | None = None,
              temperature: float = 4.0, alpha: float = 0.5, seed: int = 0, out: str | Path | None = None,
              resume: bool = False, train_limit: int | None = None, progress: bool = True,
-             token_selector: str = "as-pruned", ratio_weight: float = 2.0) -> tuple[nn.Module, FinetuneResult]:
+             token_selector: str = "as-pruned", ratio_weight: float = 0.1) -> tuple[nn.Module, FinetuneResult]:
     """Fine-tune the pruned model in ``model_dir`` (a folder written by ``save_pruned``) on ``study``.
 
     Args:

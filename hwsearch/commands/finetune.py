@@ -29,8 +29,8 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token-selector", choices=["as-pruned", "learned"], default="as-pruned",
                    help="learned: train SPViT's multi-head token selector with the model, with a computation-aware "
                         "keep-ratio loss (models that prune tokens; default: keep the model's token scores)")
-    p.add_argument("--ratio-weight", type=positive_float, default=2.0,
-                   help="weight of the keep-ratio loss of --token-selector learned (default 2)")
+    p.add_argument("--ratio-weight", type=positive_float, default=0.1,
+                   help="weight of the keep-ratio loss of --token-selector learned (default 0.1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
