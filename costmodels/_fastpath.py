@@ -14,7 +14,9 @@ What makes it fast (spikformer-8-768: ~60 groups/indicators, ~200 polynomial ter
   in as 1 (no per-block ``alive`` products).
 
 Measured on spikformer-8-768 (2-core Xeon, shared): ~6 µs per plan without depth groups, ~9 µs with,
-plus ~2 µs to build the :class:`~costmodels.Cost` (``benchmarks/bench_costmodel.py``).
+plus ~2 µs to build the :class:`~costmodels.Cost` (``benchmarks/bench_costmodel.py``). Plans that name T
+or a token group (the token schedule runs in Python, T multiplies every per-step term) take ~26 µs; plans
+that name neither run a specialisation with those variables folded in, as fast as before they existed.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ def _input_lines(variables: Sequence[Variable], names: Sequence[str], fixed: Map
 def _schedule_lines(points: Sequence[TokenPoint], width: int, names: Sequence[str],
                     fixed: Mapping[int, Number]) -> list[str]:
     """Token-flow variables: from ``_sched`` when a token group is named, else the unpruned flow."""
-    if not points:
+    if not points or all(i in fixed for p in points for i in p.schedule()):
         return []
     targets = ", ".join(names[i] for p in points for i in p.schedule())
     args = ", ".join(f"{names[p.count]}, {fixed.get(p.alive, 1) if p.alive is None or p.alive in fixed else names[p.alive]}"
@@ -204,20 +206,28 @@ def compile_fast(variables: Sequence[Variable], polys: Sequence[Poly], acts: Seq
                  points: Sequence[TokenPoint] = (), width: int = 0) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
     """``f(widths) -> (*polys, peak)``; raises :class:`Fallback` for anything but plain counts.
 
-    Two specialisations: plans that name no depth group (every block and branch kept: the indicators
-    are folded in as 1) and the general one.
+    Specialisations: plans that name no depth group (every block and branch kept: the indicators are
+    folded in as 1), plans that name neither a depth group nor T nor a token group (the work variables
+    folded in too: the common channel-only plan costs what it did before those axes existed), and the
+    general one.
     """
     depth = {i: 1 for i, v in enumerate(variables) if v.kind == "depth"}
+    work: dict[int, Number] = {i: v.full for i, v in enumerate(variables)
+                               if v.kind in ("tokens", "schedule") or (v.group == "T" and v.kind == "channel")}
     lines = _function("_general", variables, polys, acts, {}, points, width)
     if depth:
         lines += _function("_no_depth", variables, polys, acts, depth, points, width)
-        lines += ["def _f(w):", "    if _depth_groups.isdisjoint(w):", "        return _no_depth(w)",
-                  "    return _general(w)"]
-    else:
-        lines += ["_f = _general"]
+    if work:
+        lines += _function("_plain", variables, polys, acts, {**depth, **work}, points, width)
+    plain = "_plain" if work else "_no_depth" if depth else "_general"
+    lines += ["def _f(w):", "    if _special.isdisjoint(w):", f"        return {plain}(w)"]
+    if depth:
+        lines += ["    if _depth_groups.isdisjoint(w):", "        return _no_depth(w)"]
+    lines += ["    return _general(w)"]
     namespace: dict[str, Any] = {
         "_known": frozenset(v.group for v in variables if v.kind not in ("derived", "schedule")), "_bad": _raise_fallback,
         "_depth": _depth, "_depth_groups": frozenset(variables[i].group for i in depth),
+        "_special": frozenset(variables[i].group for i in [*depth, *work] if variables[i].group),
         "_token_groups": frozenset(variables[p.count].group for p in points), "_sched": _sched_function(width)}
     exec(compile("\n".join(lines), "<costmodels.fastpath>", "exec"), namespace)  # noqa: S102 - generated code
     fn: Callable[[Mapping[str, Any]], tuple[Any, ...]] = namespace["_f"]
