@@ -141,7 +141,7 @@ def test_pruned_blocks_run_on_the_scheduled_tokens(case: str) -> None:
 
 @pytest.mark.parametrize("case", sorted(SMALL))
 @given(data=st.data())
-@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_analytic_counts_equal_the_model_with_tokens_removed(case: str, data: st.DataObject) -> None:
     """Random token plans (every token group pruned, T and some channel groups too) on every family:
     params, dense MACs (fvcore: conv, linear, attention and package-merge matmuls), LIF output
