@@ -131,7 +131,7 @@ def report_markdown(setup: Any, res: Any) -> str:
         lines += ["## Notes", "", *[f"- {n}" for n in res.notes], ""]
     if best is not None:
         flow = token_flow(setup.space, best.candidate.levels)
-        head, rule = ("| tokens |", " ---: |") if flow else ("", "")
+        head, rule = (" tokens |", " ---: |") if flow else ("", "")
         lines += ["## Per-group rates of the best candidate", "", f"| group | kind | width | kept | rate |{head}",
                   f"| --- | --- | ---: | ---: | ---: |{rule}"]
         for v in setup.space.variables:

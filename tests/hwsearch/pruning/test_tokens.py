@@ -5,6 +5,8 @@ output comparisons are not vacuous."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -267,3 +269,27 @@ def test_sops_follow_the_kept_tokens_and_t(case: str) -> None:
     assert measured.sops > 0 and analytic.sops == pytest.approx(measured.sops, rel=1e-12)
     full = AnalyticCostModel(firing_rates=rates).cost(model.hwsearch_config, model_kwargs=kw)
     assert analytic.sops < full.sops / 2  # T = 1 of 2, fewer tokens
+
+
+def test_report_table_has_a_tokens_column() -> None:
+    from types import SimpleNamespace
+
+    from hwsearch.report import report_markdown
+    from hwsearch.results import Candidate, Constraints, Result
+
+    space = SearchSpace.from_model(create_model("spikformer-digits-2-64"), axes=("mlp", "tokens"), rates=(0.5,))
+    best = Result(candidate=Candidate(levels={"block.0.tokens": 1}), status="ok", accuracy=90.0, acc_drop=1.0,
+                  costs={"param_mb": 0.6, "macs_g": 0.07, "act_mb": 0.07, "params": 1.0})
+    base = Result(candidate=Candidate(levels={}), status="ok", accuracy=91.0, acc_drop=0.0, costs=dict(best.costs))
+    data = SimpleNamespace(eval_split="val", confirm_split=None, test_split=None, calib_split="train")
+    setup = SimpleNamespace(constraints=Constraints(), space=space, study=SimpleNamespace(name="demo", data=data),
+                            spec=SimpleNamespace(bn_recalibrate=0, stop_drop=None), run_dir=Path("."))
+    res = SimpleNamespace(baseline=base, best=best, interrupted=False, strategy="x", results=[best], notes=[],
+                          confirmations=[], objective="accuracy", evaluations=1, seconds=1.0, profile_evaluations=0,
+                          profile_source="", baseline_confirm_accuracy=None, best_confirm_accuracy=None,
+                          baseline_test_accuracy=None, best_test_accuracy=None, confirm_drop=None, test_drop=None,
+                          best_model=None, run_dir=None)
+    text = report_markdown(setup, res)
+    assert "| group | kind | width | kept | rate | tokens |" in text
+    assert "| block.0.tokens | tokens | 64 | 32 | 0.50 | 32 + 1 |" in text
+    assert "| block.1.mlp.hidden | mlp | 256 | 256 | 0.00 | 32 + 1 |" in text
