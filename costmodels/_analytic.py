@@ -9,6 +9,7 @@ at once with numpy. The numbers equal the physically pruned model exactly: param
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -18,13 +19,14 @@ import numpy as np
 from costmodels._cost import (
     DTYPE_BITS, E_AC_PJ, E_MAC_PJ, ENERGY_CAVEAT, SCHEMA, Cost, LayerCost, energy_mj, trusted_constructor, weight_bytes,
 )
-from costmodels._families import build_spec
+from costmodels._families import TOKEN_SCORE_KEY, build_spec
 from costmodels._fastpath import Fallback, compile_fast
 from costmodels._poly import Poly, compile_polys
 from costmodels._registry import ParamsMixin, Widths, register_cost_model
 from costmodels._spec import SymLayer, Variable
 from hwsearch.pruning import Group, PlanError, PruningPlan
 from hwsearch.pruning._groups import DepthGroup
+from hwsearch.pruning._tokens import token_schedule
 from search_spaces import ModelConfig, get_config
 
 __all__ = ["AnalyticCostModel", "CompiledCost", "analytic_cost", "plan_widths", "widths_of_plan", "conventions_for"]
@@ -52,13 +54,14 @@ def widths_of_plan(plan: PruningPlan, compiled: CompiledCost) -> dict[str, int |
 
     A depth group (blocks, branches) given as a count is resolved by the plan's criterion on the model's
     weights when the plan is applied, so which blocks or branches go is not known here: the cost differs
-    when the candidates differ (branches, or blocks whose widths the plan prunes). Such a plan must carry
-    the kept indices (:func:`hwsearch.pruning.resolve_plan`, or ``pruned.hwsearch_plan``).
+    when the candidates differ (branches, or blocks whose widths or tokens the plan prunes: a removed
+    block takes its token selection with it). Such a plan must carry the kept indices
+    (:func:`hwsearch.pruning.resolve_plan`, or ``pruned.hwsearch_plan``). T applies to every block alike.
     """
     widths = dict(plan.keep)
     full = compiled.group_widths()
-    depth = {g for g, (kind, *_rest) in compiled._slots.items() if kind != "channel"}
-    pruned_channels = any(g not in depth and (v if isinstance(v, int) else len(v)) < full.get(g, 0)
+    depth = {g for g, (kind, *_rest) in compiled._slots.items() if kind == "depth"}
+    pruned_channels = any(g not in depth and g != "T" and (v if isinstance(v, int) else len(v)) < full.get(g, 0)
                           for g, v in widths.items())
     for g, v in widths.items():
         if g in depth and isinstance(v, int) and 0 < v < full[g] and (g == "branches" or pruned_channels):
@@ -115,8 +118,10 @@ class CompiledCost:
         self._full = [v.full for v in self.variables]
         self._slots: dict[str, tuple[str, int, int, int]] = {}
         self._derived = {i: v.definition for i, v in enumerate(self.variables) if v.definition is not None}
+        self._token_points = tuple(spec.token_points)
+        self._token_width = spec.token_width
         for i, v in enumerate(self.variables):
-            if v.kind != "derived" and v.group not in self._slots:
+            if v.kind not in ("derived", "schedule") and v.group not in self._slots:
                 self._slots[v.group] = (v.kind, i, v.partitions if v.kind == "channel" else v.units, v.full)
         polys = self._total_polys()
         self.firing_rates = dict(firing_rates) if firing_rates is not None else None
@@ -126,7 +131,7 @@ class CompiledCost:
         n = len(self.variables)
         self._scalar = compile_polys(polys, [acts], n, derived=self._derived)
         self._vector = compile_polys(polys, [acts], n, derived=self._derived, vectorized=True)
-        self._fast = compile_fast(self.variables, polys, acts)
+        self._fast = compile_fast(self.variables, polys, acts, self._token_points, self._token_width)
 
     # -- structure --------------------------------------------------------------------------------------
     @property
@@ -136,7 +141,8 @@ class CompiledCost:
 
     def group_widths(self) -> dict[str, int]:
         """Full width of every group (units: channels, heads, blocks or branches)."""
-        return {g: (full * parts if kind == "channel" else parts) for g, (kind, _, parts, full) in self._slots.items()}
+        return {g: (full * parts if kind in ("channel", "tokens") else parts)
+                for g, (kind, _, parts, full) in self._slots.items()}
 
     def _total_polys(self) -> list[Poly]:
         zero = Poly()
@@ -180,7 +186,7 @@ class CompiledCost:
                 hint = f"; did you mean '{close[0]}'?" if close else ""
                 raise PlanError(f"widths name unknown group '{name}' of {self.name}{hint} (list them with: hwsearch groups)")
             kind, i, parts, full = slot
-            if kind == "channel":
+            if kind in ("channel", "tokens"):
                 count = value if isinstance(value, int) else len(value)
                 if not 0 < count <= full * parts or count % parts:
                     raise PlanError(f"{name} keeps {count} of {full * parts} units; need 1..{full * parts}, "
@@ -195,6 +201,16 @@ class CompiledCost:
                 if any(not 0 <= u < parts for u in kept):
                     raise PlanError(f"{name} keeps out-of-range indices {sorted(kept)} (0..{parts - 1})")
                 x[i:i + parts] = [1 if u in kept else 0 for u in range(parts)]
+        return self._fill_schedule(x)
+
+    def _fill_schedule(self, x: list[int]) -> list[int]:
+        """Set the token-schedule variables of ``x`` from its token counts and block indicators."""
+        points = self._token_points
+        if points:
+            flow = token_schedule(self._token_width, [(x[p.count], p.alive is None or x[p.alive] == 1) for p in points])
+            for p, f in zip(points, flow):
+                for i, value in zip(p.schedule(), p.values(f)):
+                    x[i] = value
         return x
 
     # -- evaluation -------------------------------------------------------------------------------------
@@ -213,7 +229,11 @@ class CompiledCost:
             out = self._scalar(self.vector(widths))
         sops = out[6] if self.firing_rates is not None else None
         layers = self.layer_costs(widths) if per_layer else ()
-        return self._make(out, sops, layers)
+        cost = self._make(out, sops, layers)
+        steps = widths.get("T") if widths and "T" in self._slots else None
+        if steps is not None:  # the plan's T, not the configuration's
+            cost = dataclasses.replace(cost, T=steps if isinstance(steps, int) else len(steps))
+        return cost
 
     def _make(self, out: Sequence[Any], sops: float | None, layers: tuple[LayerCost, ...]) -> Cost:
         params, live, macs, attn, nonspike, act = out[:6]
@@ -341,6 +361,8 @@ class AnalyticCostModel(ParamsMixin):
             config, widths = config.model, config
         if isinstance(widths, PruningPlan):
             model_kwargs = {**dict(widths.model_kwargs), **dict(model_kwargs or {})} or None
+            if widths.token_score != "activity":  # a learned selector has parameters and MACs of its own
+                model_kwargs = {**(model_kwargs or {}), TOKEN_SCORE_KEY: widths.token_score}
         compiled = self.compile(config, model_kwargs)
         if firing_rates is not None:
             compiled = compiled.with_rates(firing_rates)

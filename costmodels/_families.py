@@ -16,7 +16,7 @@ from typing import Any
 from costmodels._poly import Poly
 from costmodels._spec import Builder, pair, pool_out
 
-__all__ = ["FAMILY_BUILDERS", "build_spec"]
+__all__ = ["FAMILY_BUILDERS", "TOKEN_SCORE_KEY", "build_spec"]
 
 HW = tuple[int, int]
 
@@ -35,7 +35,20 @@ def _sps_convs(b: Builder, widths: list[Poly | int], sizes: list[HW], lif_sizes:
         b.lif(f"{pe}.proj_lif{suffix}", widths[i + 1] * _area(lif_sizes[i]), params=plif)
 
 
-def _ssa(b: Builder, a: str, D: Poly, N: int, h0: int, d0: int, *, alive: Poly, order: str, linear: bool = False) -> None:
+def _select(b: Builder, p: str, N: int, alive: Poly, D: Poly) -> Poly:
+    """Token group before block ``p``: the package merge (one matmul, T·D·m MACs) and, for the learned
+    selector, its scorer (``proj`` once per image on the time mean, ``mix``); returns the block's tokens."""
+    from search_spaces._tokens import LEARNED, SELECTOR_HEADS
+
+    tokens, merged, entering, active = b.tokens(p, N, alive)
+    if b.token_score == LEARNED:
+        b.linear(f"{p}.token_select.scorer.proj", D, SELECTOR_HEADS, tokens=entering, per_image=True, alive=active)
+        b.param(f"{p}.token_select.scorer.mix", SELECTOR_HEADS, alive=active)
+    b.matmul(f"{p}.token_select.matmul1", D * merged)
+    return tokens
+
+
+def _ssa(b: Builder, a: str, D: Poly, N: Poly | int, h0: int, d0: int, *, alive: Poly, order: str, linear: bool = False) -> None:
     """Spikformer-style SSA at prefix ``a``: q/k/v (+BN+LIF), two matmuls, attn_lif, proj (+BN+LIF)."""
     heads = b.channel(f"{a}.heads", h0)
     dqk = b.channel(f"{a}.qk", d0, partitions=h0)
@@ -63,7 +76,7 @@ def _ssa(b: Builder, a: str, D: Poly, N: int, h0: int, d0: int, *, alive: Poly, 
     b.lif(f"{a}.proj_lif", D * N, alive=alive)
 
 
-def _mlp(b: Builder, m: str, D: Poly, N: int, hidden: int, *, alive: Poly, names: tuple[str, str] = ("fc1", "fc2"),
+def _mlp(b: Builder, m: str, D: Poly, N: Poly | int, hidden: int, *, alive: Poly, names: tuple[str, str] = ("fc1", "fc2"),
          suffix: str = "conv") -> None:
     """fc1 (+bias) → BN → LIF → fc2 (+bias) → BN → LIF on N tokens; hidden width is ``{m}.hidden``."""
     M = b.channel(f"{m}.hidden", hidden)
@@ -107,11 +120,12 @@ def spikformer(b: Builder, kw: Mapping[str, Any]) -> None:
     linear = b.layout == "cifar"
     for i in range(L):
         p, alive = f"block.{i}", blocks[i]
+        Ni = _select(b, p, N, alive, D)
         b.norm(f"{p}.norm1", D, alive=alive, live=False)
-        _ssa(b, f"{p}.attn", D, N, h0, D0 // h0, alive=b.derived(alive * branches[2 * i]), linear=linear,
+        _ssa(b, f"{p}.attn", D, Ni, h0, D0 // h0, alive=b.derived(alive * branches[2 * i]), linear=linear,
              order="q(kv)" if b.layout == "imagenet" else "(qk)v")
         b.norm(f"{p}.norm2", D, alive=alive, live=False)
-        _mlp(b, f"{p}.mlp", D, N, M0, alive=b.derived(alive * branches[2 * i + 1]),
+        _mlp(b, f"{p}.mlp", D, Ni, M0, alive=b.derived(alive * branches[2 * i + 1]),
              suffix="linear" if linear else "conv")
     _head(b, D, K, per_image=True)
     if b.layout == "dvs":
@@ -142,24 +156,25 @@ def sdt(b: Builder, kw: Mapping[str, Any]) -> None:
     for i in range(L):
         a, m = f"block.{i}.attn", f"block.{i}.mlp"
         alive_a, alive_m = b.derived(blocks[i] * branches[2 * i]), b.derived(blocks[i] * branches[2 * i + 1])
+        Ni = _select(b, f"block.{i}", N, blocks[i], D)
         heads = b.channel(f"{a}.heads", h0)
         W = b.derived(heads * b.channel(f"{a}.qkv", D0 // h0, partitions=h0))
-        b.lif(f"{a}.shortcut_lif", D * N, alive=alive_a, params=plif)
+        b.lif(f"{a}.shortcut_lif", D * Ni, alive=alive_a, params=plif)
         for name in ("q", "k", "v"):
-            b.conv(f"{a}.{name}_conv", D, W, positions=N, alive=alive_a)
+            b.conv(f"{a}.{name}_conv", D, W, positions=Ni, alive=alive_a)
             b.norm(f"{a}.{name}_bn", W, alive=alive_a)
-            b.lif(f"{a}.{name}_lif", W * N, alive=alive_a, params=plif)
+            b.lif(f"{a}.{name}_lif", W * Ni, alive=alive_a, params=plif)
         b.lif(f"{a}.attn_lif", 0, alive=alive_a, params=plif, called=False)
         b.conv(f"{a}.talking_heads", heads, heads, positions=0, alive=alive_a, live=False)
         b.lif(f"{a}.talking_heads_lif", W, alive=alive_a, params=plif)  # Σ_N(k∘v): [T,B,h,1,d]
-        b.conv(f"{a}.proj_conv", W, D, positions=N, bias=True, alive=alive_a)
+        b.conv(f"{a}.proj_conv", W, D, positions=Ni, bias=True, alive=alive_a)
         b.norm(f"{a}.proj_bn", D, alive=alive_a)
         M = b.channel(f"{m}.hidden", M0)
-        b.lif(f"{m}.fc1_lif", D * N, alive=alive_m, params=plif)
-        b.conv(f"{m}.fc1_conv", D, M, positions=N, bias=True, alive=alive_m)
+        b.lif(f"{m}.fc1_lif", D * Ni, alive=alive_m, params=plif)
+        b.conv(f"{m}.fc1_conv", D, M, positions=Ni, bias=True, alive=alive_m)
         b.norm(f"{m}.fc1_bn", M, alive=alive_m)
-        b.lif(f"{m}.fc2_lif", M * N, alive=alive_m, params=plif)
-        b.conv(f"{m}.fc2_conv", M, D, positions=N, bias=True, alive=alive_m)
+        b.lif(f"{m}.fc2_lif", M * Ni, alive=alive_m, params=plif)
+        b.conv(f"{m}.fc2_conv", M, D, positions=Ni, bias=True, alive=alive_m)
         b.norm(f"{m}.fc2_bn", D, alive=alive_m)
     b.lif("head_lif", D, params=plif)
     _head(b, D, K, per_image=False)
@@ -250,16 +265,24 @@ def qkformer(b: Builder, kw: Mapping[str, Any]) -> None:
         mlp_ratio = float(kw["mlp_ratio"])
         for j in range(depths[s - 1]):
             p, alive = f"stage{s}.{j}", blocks[s - 1][j]
+            Ni = N
             if s < 3:
                 _token_attention(b, f"{p}.tssa", w, N, h0, e[s - 1] // h0, alive=b.derived(alive * branches[unit]))
             else:
-                _ssa(b, f"{p}.{attn_name}", w, N, h0, e[2] // h0, alive=b.derived(alive * branches[unit]),
+                Ni = _select(b, p, N, alive, w)
+                _ssa(b, f"{p}.{attn_name}", w, Ni, h0, e[2] // h0, alive=b.derived(alive * branches[unit]),
                      order="q(kv)")
-            _mlp(b, f"{p}.mlp", w, N, int(e[s - 1] * mlp_ratio), alive=b.derived(alive * branches[unit + 1]),
+            _mlp(b, f"{p}.mlp", w, Ni, int(e[s - 1] * mlp_ratio), alive=b.derived(alive * branches[unit + 1]),
                  names=mlp_names)
             unit += 2
     _head(b, widths[2], K, per_image=True)
 
+
+#: key of the compile kwargs naming a plan's token score rule (``learned`` adds the selectors' scorers)
+TOKEN_SCORE_KEY = "token_score"
+
+#: families whose analytic formulas have a T variable (their token declarations add a T group)
+_TIME_FAMILIES = ("spikformer", "sdt", "qkformer")
 
 FAMILY_BUILDERS: dict[str, Callable[[Builder, Mapping[str, Any]], None]] = {
     "spikformer": spikformer, "sdt": sdt, "qkformer": qkformer,
@@ -275,6 +298,10 @@ def build_spec(family: str, layout: str, kwargs: Mapping[str, Any]) -> Builder:
 
         raise UserError(f"no analytic cost formulas for family {family!r} (known: {', '.join(FAMILY_BUILDERS)}); "
                         f"its plug-in must add costmodels.FAMILY_BUILDERS[{family!r}]") from None
-    b = Builder(family=family, layout=layout, T=int(kwargs["T"]))
+    from hwsearch.pruning._tokens import TIME_AXIS_LAYOUTS
+
+    b = Builder(family=family, layout=layout, T=int(kwargs["T"]),
+                time_axis=family in FAMILY_BUILDERS and family in _TIME_FAMILIES and layout in TIME_AXIS_LAYOUTS,
+                token_score=str(kwargs.get(TOKEN_SCORE_KEY, "activity")))
     fn(b, kwargs)
     return b

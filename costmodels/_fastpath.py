@@ -14,7 +14,9 @@ What makes it fast (spikformer-8-768: ~60 groups/indicators, ~200 polynomial ter
   in as 1 (no per-block ``alive`` products).
 
 Measured on spikformer-8-768 (2-core Xeon, shared): ~6 µs per plan without depth groups, ~9 µs with,
-plus ~2 µs to build the :class:`~costmodels.Cost` (``benchmarks/bench_costmodel.py``).
+plus ~2 µs to build the :class:`~costmodels.Cost` (``benchmarks/bench_costmodel.py``). Plans that name T
+or a token group (the token schedule runs in Python, T multiplies every per-step term) take ~26 µs; plans
+that name neither run a specialisation with those variables folded in, as fast as before they existed.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from costmodels._poly import Number, Poly, horner
-from costmodels._spec import Variable
+from costmodels._spec import TokenPoint, Variable
+from hwsearch.pruning._tokens import token_schedule
 
 __all__ = ["Fallback", "compile_fast"]
 
@@ -55,10 +58,10 @@ def _input_lines(variables: Sequence[Variable], names: Sequence[str], fixed: Map
     defaults = ["    else:"]
     seen: set[str] = set()
     for i, v in enumerate(variables):
-        if v.kind == "derived" or v.group in seen or i in fixed:
+        if v.kind in ("derived", "schedule") or v.group in seen or i in fixed:
             continue
         seen.add(v.group)
-        if v.kind == "channel":
+        if v.kind in ("channel", "tokens"):
             lim, p = v.full * v.partitions, v.partitions
             check = f"not 0 < _x <= {lim}" + (f" or _x % {p}" if p > 1 else "")
             lines += [f"        _x = _g({v.group!r}, {lim})", f"        if {check}: _bad()",
@@ -71,6 +74,28 @@ def _input_lines(variables: Sequence[Variable], names: Sequence[str], fixed: Map
                       f"            {targets} = _depth(_x, {v.units})"]
             defaults.append(f"        {targets} = {'1, ' * v.units}")
     return lines + defaults
+
+
+def _schedule_lines(points: Sequence[TokenPoint], width: int, names: Sequence[str],
+                    fixed: Mapping[int, Number]) -> list[str]:
+    """Token-flow variables: from ``_sched`` when a token group is named, else the unpruned flow."""
+    if not points or all(i in fixed for p in points for i in p.schedule()):
+        return []
+    targets = ", ".join(names[i] for p in points for i in p.schedule())
+    args = ", ".join(f"{names[p.count]}, {fixed.get(p.alive, 1) if p.alive is None or p.alive in fixed else names[p.alive]}"
+                     for p in points)
+    return ["    if w and not _token_groups.isdisjoint(w):", f"        {targets} = _sched({args})", "    else:",
+            f"        {targets} = {', '.join(f'{width}, 0, {width}, 0' for _ in points)}"]
+
+
+def _sched_function(width: int) -> Callable[..., list[int]]:
+    def sched(*args: int) -> list[int]:
+        out: list[int] = []
+        for f in token_schedule(width, [(args[i], args[i + 1] == 1) for i in range(0, len(args), 2)]):
+            out += TokenPoint.values(f)
+        return out
+
+    return sched
 
 
 def _block_sums(polys: Sequence[Poly], variables: Sequence[Variable], names: list[str],
@@ -152,13 +177,13 @@ def _specialize(variables: Sequence[Variable], fixed: Mapping[int, Number]) -> t
 
 
 def _function(fname: str, variables: Sequence[Variable], polys: Sequence[Poly], acts: Sequence[Poly],
-              fixed: Mapping[int, Number]) -> list[str]:
+              fixed: Mapping[int, Number], points: Sequence[TokenPoint] = (), width: int = 0) -> list[str]:
     """Source of ``fname(w)`` with the variables in ``fixed`` (e.g. depth indicators = 1) folded in."""
     fixed, definitions = _specialize(variables, fixed)
     polys = [p.subs(fixed) for p in polys]
     acts = [a for a in (a.subs(fixed) for a in acts) if a]
     names = [f"v{i}" for i in range(len(variables))]
-    lines = [f"def {fname}(w):", *_input_lines(variables, names, fixed)]
+    lines = [f"def {fname}(w):", *_input_lines(variables, names, fixed), *_schedule_lines(points, width, names, fixed)]
     lines += [f"    {names[i]} = {horner(d.terms, names)}" for i, d in sorted(definitions.items())]
     sum_lines, new_polys = _block_sums(polys, variables, names, definitions)
     lines += sum_lines
@@ -177,24 +202,33 @@ def _function(fname: str, variables: Sequence[Variable], polys: Sequence[Poly], 
     return lines
 
 
-def compile_fast(variables: Sequence[Variable], polys: Sequence[Poly], acts: Sequence[Poly]
-                 ) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+def compile_fast(variables: Sequence[Variable], polys: Sequence[Poly], acts: Sequence[Poly],
+                 points: Sequence[TokenPoint] = (), width: int = 0) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
     """``f(widths) -> (*polys, peak)``; raises :class:`Fallback` for anything but plain counts.
 
-    Two specialisations: plans that name no depth group (every block and branch kept: the indicators
-    are folded in as 1) and the general one.
+    Specialisations: plans that name no depth group (every block and branch kept: the indicators are
+    folded in as 1), plans that name neither a depth group nor T nor a token group (the work variables
+    folded in too: the common channel-only plan costs what it did before those axes existed), and the
+    general one.
     """
     depth = {i: 1 for i, v in enumerate(variables) if v.kind == "depth"}
-    lines = _function("_general", variables, polys, acts, {})
+    work: dict[int, Number] = {i: v.full for i, v in enumerate(variables)
+                               if v.kind in ("tokens", "schedule") or (v.group == "T" and v.kind == "channel")}
+    lines = _function("_general", variables, polys, acts, {}, points, width)
     if depth:
-        lines += _function("_no_depth", variables, polys, acts, depth)
-        lines += ["def _f(w):", "    if _depth_groups.isdisjoint(w):", "        return _no_depth(w)",
-                  "    return _general(w)"]
-    else:
-        lines += ["_f = _general"]
+        lines += _function("_no_depth", variables, polys, acts, depth, points, width)
+    if work:
+        lines += _function("_plain", variables, polys, acts, {**depth, **work}, points, width)
+    plain = "_plain" if work else "_no_depth" if depth else "_general"
+    lines += ["def _f(w):", "    if _special.isdisjoint(w):", f"        return {plain}(w)"]
+    if depth:
+        lines += ["    if _depth_groups.isdisjoint(w):", "        return _no_depth(w)"]
+    lines += ["    return _general(w)"]
     namespace: dict[str, Any] = {
-        "_known": frozenset(v.group for v in variables if v.kind != "derived"), "_bad": _raise_fallback,
-        "_depth": _depth, "_depth_groups": frozenset(variables[i].group for i in depth)}
+        "_known": frozenset(v.group for v in variables if v.kind not in ("derived", "schedule")), "_bad": _raise_fallback,
+        "_depth": _depth, "_depth_groups": frozenset(variables[i].group for i in depth),
+        "_special": frozenset(variables[i].group for i in [*depth, *work] if variables[i].group),
+        "_token_groups": frozenset(variables[p.count].group for p in points), "_sched": _sched_function(width)}
     exec(compile("\n".join(lines), "<costmodels.fastpath>", "exec"), namespace)  # noqa: S102 - generated code
     fn: Callable[[Mapping[str, Any]], tuple[Any, ...]] = namespace["_f"]
     fn.source = "\n".join(lines)  # type: ignore[attr-defined]

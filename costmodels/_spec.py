@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from costmodels._poly import Poly
 
-__all__ = ["Variable", "SymLayer", "Builder", "spike_input", "pool_out", "pair"]
+__all__ = ["Variable", "SymLayer", "TokenPoint", "Builder", "spike_input", "pool_out", "pair"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,8 +27,11 @@ class Variable:
     """One analytic variable: a channel group's kept units per partition, or one depth-group unit.
 
     Attributes:
-        group: group name (``block.3.attn.qk``, ``block``; '' for derived values).
-        kind: ``channel``, ``depth``, or ``derived`` (a product of others, computed once per evaluation).
+        group: group name (``block.3.attn.qk``, ``block``; '' for derived and schedule values).
+        kind: ``channel``, ``depth``, ``derived`` (a product of others, computed once per evaluation),
+            ``tokens`` (a token group's kept count of N; read, never multiplied itself) or ``schedule``
+            (tokens a block runs on / tokens merged before it, computed from the ``tokens`` and block
+            variables by :func:`hwsearch.pruning._tokens.token_schedule`).
         full: value when the group is not named in the widths (per-partition width; 1 for depth).
         partitions: channel groups: a widths value is ``per_partition × partitions``.
         unit: depth groups: the unit index this indicator stands for.
@@ -144,13 +147,64 @@ def spike_input(family: str, layout: str, layer: str) -> str | None:
     return None
 
 
-class Builder:
-    """Collects variables and symbolic layers for one configuration (T steps, family, layout)."""
+@dataclass(frozen=True, slots=True)
+class TokenPoint:
+    """Variable indices of one token group: its count, its block's indicator (None: always there), the
+    tokens the block runs on, the tokens merged before it, the tokens reaching the selector and whether
+    a selector runs there (0/1)."""
 
-    def __init__(self, *, family: str, layout: str, T: int) -> None:
-        self.family, self.layout, self.T = family, layout, T
+    count: int
+    alive: int | None
+    tokens: int
+    merged: int
+    entering: int
+    active: int
+
+    def schedule(self) -> tuple[int, int, int, int]:
+        """The schedule variables, in the order :meth:`values` fills them."""
+        return (self.tokens, self.merged, self.entering, self.active)
+
+    @staticmethod
+    def values(point: object) -> tuple[int, int, int, int]:
+        """Values of the schedule variables for one ``hwsearch.pruning._tokens.SelectionPoint``."""
+        return (point.tokens, point.merged, point.entering, int(point.active))  # type: ignore[attr-defined]
+
+
+class Builder:
+    """Collects variables and symbolic layers for one configuration (T steps, family, layout).
+
+    ``time_axis``: T is the variable of group ``T`` (kept steps; ``steps`` multiplies every per-step
+    count); otherwise ``steps`` is the constant ``T``.
+    """
+
+    def __init__(self, *, family: str, layout: str, T: int, time_axis: bool = False,
+                 token_score: str = "activity") -> None:
+        self.family, self.layout, self.T, self.token_score = family, layout, T, token_score
         self.variables: list[Variable] = []
         self.layers: list[SymLayer] = []
+        self.token_points: list[TokenPoint] = []
+        self.token_width = 0
+        self.steps: Poly | int = self.channel("T", T) if time_axis else T
+
+    def tokens(self, scope: str, width: int, alive: Poly | int = 1) -> tuple[Poly, Poly, Poly, Poly]:
+        """Token group ``<scope>.tokens`` of a stream of ``width`` tokens; returns the variables (tokens the
+        block runs on, tokens merged into the package before it, tokens reaching the selector, selector
+        runs 0/1). ``alive``: the block's depth indicator."""
+        if self.token_width and width != self.token_width:
+            raise ValueError(f"token groups of one model share one stream, got widths {self.token_width} and {width}")
+        self.token_width = width
+        self.variables.append(Variable(group=f"{scope}.tokens", kind="tokens", full=int(width), scope=scope))
+        count = len(self.variables) - 1
+        for full in (width, 0, width, 0):  # unpruned: all tokens, none merged, all reach it, no selector
+            self.variables.append(Variable(group="", kind="schedule", full=int(full), scope=scope))
+        alive_index = None
+        if isinstance(alive, Poly) and alive.variables():
+            (mono,) = alive.terms
+            alive_index = mono[0]
+        point = TokenPoint(count=count, alive=alive_index, tokens=count + 1, merged=count + 2, entering=count + 3,
+                           active=count + 4)
+        self.token_points.append(point)
+        return tuple(Poly.var(i) for i in point.schedule())  # type: ignore[return-value]
 
     # -- variables --------------------------------------------------------------------------------------
     def channel(self, group: str, full: int, *, partitions: int = 1) -> Poly:
@@ -187,22 +241,22 @@ class Builder:
         self.layers.append(SymLayer(name=name, kind=kind, params=Poly.lift(params) * alive,
                                     macs=Poly.lift(macs) * alive, act=Poly.lift(act) * alive, input_lif=lif, live=live))
 
-    def conv(self, name: str, cin: Poly | int, cout: Poly | int, *, k: int = 1, positions: int,
+    def conv(self, name: str, cin: Poly | int, cout: Poly | int, *, k: int = 1, positions: Poly | int,
              bias: bool = False, alive: Poly | int = 1, per_image: bool = False, live: bool = True) -> None:
         """Conv (k = k_h·k_w taps, groups 1) at ``positions`` output positions, every step (or once)."""
-        runs = 1 if per_image else self.T
+        runs = 1 if per_image else self.steps
         params = Poly.lift(cin) * cout * k + (Poly.lift(cout) if bias else 0)
         self._row(name, "conv", params=params, macs=Poly.lift(cin) * cout * (k * positions * runs), alive=alive,
                   live=live)
 
-    def linear(self, name: str, cin: Poly | int, cout: Poly | int, *, tokens: int, bias: bool = True,
+    def linear(self, name: str, cin: Poly | int, cout: Poly | int, *, tokens: Poly | int, bias: bool = True,
                alive: Poly | int = 1, per_image: bool = False) -> None:
-        runs = 1 if per_image else self.T
+        runs = 1 if per_image else self.steps
         params = Poly.lift(cin) * cout + (Poly.lift(cout) if bias else 0)
         self._row(name, "linear", params=params, macs=Poly.lift(cin) * cout * (tokens * runs), alive=alive)
 
     def matmul(self, name: str, macs_per_step: Poly, *, alive: Poly | int = 1) -> None:
-        self._row(name, "matmul", macs=macs_per_step * self.T, alive=alive)
+        self._row(name, "matmul", macs=macs_per_step * self.steps, alive=alive)
 
     def norm(self, name: str, channels: Poly | int, *, alive: Poly | int = 1, live: bool = True) -> None:
         """BatchNorm/LayerNorm: weight and bias, ``2·C`` parameters (running statistics are buffers)."""
@@ -211,7 +265,7 @@ class Builder:
     def lif(self, name: str, elements_per_step: Poly | int, *, alive: Poly | int = 1, params: int = 0,
             called: bool = True) -> None:
         """A LIF's output spikes over all T steps (``called=False``: built but never run)."""
-        act = Poly.lift(elements_per_step) * self.T if called else 0
+        act = Poly.lift(elements_per_step) * self.steps if called else 0
         self._row(name, "lif", params=params, act=act, alive=alive, live=called)
 
     def param(self, name: str, numel: Poly | int, *, alive: Poly | int = 1, live: bool = True) -> None:

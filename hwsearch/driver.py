@@ -33,7 +33,8 @@ from hwsearch.loop import check_stored_runs, run_strategy
 from hwsearch.pareto import pareto_front, trials_frame
 from hwsearch.results import MEASURED_BUDGETS, Candidate, Constraints, Result
 from hwsearch.runners import make_runner
-from hwsearch.pruning import ChannelGroup
+from hwsearch.pruning import ChannelGroup, TimeGroup, TokenGroup
+from hwsearch.report import work_columns
 from hwsearch.space import ALL_AXES, DEFAULT_AXES, DEFAULT_RATES, SearchSpace
 from hwsearch.strategies import Problem, create_strategy
 from hwsearch.study import PRIORS, Study, load_study
@@ -266,7 +267,7 @@ def prepare(study: Study | str | Path, *, constraints: Mapping[str, Any] | None 
         if limit is not None:
             best = local.costs(space.max_levels())[key]
             if best > limit:
-                have = {g.kind for g in local.groups if isinstance(g, ChannelGroup)} & set(ALL_AXES)
+                have = {g.kind for g in local.groups if isinstance(g, (ChannelGroup, TokenGroup, TimeGroup))} & set(ALL_AXES)
                 extra = sorted(have - set(axes))  # only kinds this model has and the search leaves out
                 more = UNREACHABLE_AXES.format(axes=",".join(sorted(have & set(axes)) + extra)) if extra else ""
                 raise UserError(UNREACHABLE.format(what=key, limit=limit, unit=unit, best=best, flag=flag, more=more))
@@ -583,6 +584,7 @@ def compare(study: Study | str | Path | None = None, *, strategies: Sequence[str
                          "wall_s": round(res.seconds, 1)})
             rows[-1].update({k: best.costs.get(k) if best else None for k in setup.baseline.costs
                              if k in MEASURED_BUDGETS})  # SOPs, energy, latency when measured
+            rows[-1].update(work_columns(setup.space, best))  # kept tokens per block and T, when searched
             if finetune_epochs and best is not None and not outcome.interrupted:
                 rows[-1].update(_finetune_columns(setup, res, finetune_epochs, resume=resume, progress=progress))
             if outcome.interrupted:

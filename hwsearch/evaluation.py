@@ -259,6 +259,7 @@ class Evaluator:
         counts = self.space.widths(candidate.levels)
         by_name = {g.name: g for g in self.groups}
         keep = {name: topk_units(self._scores[name], count, by_name[name].partitions)  # type: ignore[union-attr]
+                if name in self._scores else tuple(range(count))  # token/T groups: a count, chosen at run time
                 for name, count in counts.items()}
         base = self.space.plan(candidate.levels)
         return PruningPlan(model=base.model, keep=keep, checkpoint_sha256=base.checkpoint_sha256,

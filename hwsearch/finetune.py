@@ -35,13 +35,17 @@ from hwsearch.atomic import atomic_write_text
 from hwsearch.errors import UserError
 from hwsearch.metrics import top1_accuracy
 from hwsearch.progress import progress_bar
+from hwsearch.pruning._tokens import keep_ratio_loss, learn_token_scores, selectors
 from hwsearch.study import Study
 
-__all__ = ["FinetuneResult", "finetune", "finetune_run", "finetune_run_answer", "LOSSES", "STATE_FILE", "SUMMARY_FILE", "distillation_loss"]
+__all__ = ["FinetuneResult", "finetune", "finetune_run", "finetune_run_answer", "LOSSES", "TOKEN_SELECTORS", "STATE_FILE",
+           "SUMMARY_FILE", "distillation_loss"]
 
 log = logging.getLogger(__name__)
 
 LOSSES: tuple[str, ...] = ("kd", "ce")
+#: token scores a fine-tuning may give the pruned model (``learned``: SPViT's trained selector)
+TOKEN_SELECTORS: tuple[str, ...] = ("as-pruned", "learned")
 STATE_FILE = "finetune-state.pt"
 SUMMARY_FILE = "finetune.json"
 
@@ -104,7 +108,8 @@ def _save_state(path: Path, state: dict[str, Any]) -> None:
 
 def finetune(study: Study, model_dir: str | Path, *, epochs: int = 3, loss: str = "kd", lr: float | None = None,
              temperature: float = 4.0, alpha: float = 0.5, seed: int = 0, out: str | Path | None = None,
-             resume: bool = False, train_limit: int | None = None, progress: bool = True) -> tuple[nn.Module, FinetuneResult]:
+             resume: bool = False, train_limit: int | None = None, progress: bool = True,
+             token_selector: str = "as-pruned", ratio_weight: float = 0.1) -> tuple[nn.Module, FinetuneResult]:
     """Fine-tune the pruned model in ``model_dir`` (a folder written by ``save_pruned``) on ``study``.
 
     Args:
@@ -118,6 +123,11 @@ def finetune(study: Study, model_dir: str | Path, *, epochs: int = 3, loss: str 
         out: output folder (default ``<model_dir>-finetuned``), same format as ``model_dir``.
         resume: continue from ``out/finetune-state.pt`` (refused when it was made with other settings).
         train_limit: train on the first N samples only (quick checks).
+        token_selector: ``as-pruned`` keeps the model's token scores; ``learned`` gives every token selector
+            SPViT's trainable multi-head scorer (initialised to rank like ``activity``) and trains it with the
+            model, adding the computation-aware term ``ratio_weight * Σ (mean keep score - keep ratio)²``
+            (the keep ratios are the ones the search fixed for the budget; :func:`~hwsearch.pruning._tokens.
+            keep_ratio_loss`). The scorer learns through the score-weighted package token.
 
     Returns:
         The fine-tuned model (the best epoch on the eval split) and a :class:`FinetuneResult`.
@@ -138,7 +148,12 @@ def finetune(study: Study, model_dir: str | Path, *, epochs: int = 3, loss: str 
     state_path = out_dir / STATE_FILE
     if state_path.exists() and not resume:
         raise UserError(f"{out_dir} already holds a fine-tuning run; pass --resume to continue it or --out to start anew")
+    if token_selector not in TOKEN_SELECTORS:
+        raise UserError(f"unknown --token-selector '{token_selector}'; use one of {', '.join(TOKEN_SELECTORS)}")
     student = load_pruned(model_dir)
+    if token_selector == "learned" and not learn_token_scores(student) and not selectors(student):
+        raise UserError(f"the pruned model in {model_dir} prunes no tokens, so it has no token selector to learn; "
+                        "search with --axes ...,tokens or drop --token-selector")
     plan = getattr(student, "hwsearch_plan", None)
     if plan is not None and plan.model and plan.model != study.model:
         raise UserError(f"the pruned model in {model_dir} comes from '{plan.model}' but the study's model is "
@@ -151,7 +166,8 @@ def finetune(study: Study, model_dir: str | Path, *, epochs: int = 3, loss: str 
     rate = float(lr) if lr is not None else spec.lr / 4
     settings = {"model_dir": str(model_dir.resolve()), "epochs": epochs, "loss": loss, "lr": rate,
                 "temperature": temperature, "alpha": alpha, "seed": seed, "train_limit": train_limit,
-                "checkpoint": sha}
+                "checkpoint": sha, **({"token_selector": token_selector, "ratio_weight": ratio_weight}
+                                      if token_selector != "as-pruned" else {})}
     teacher = load_study_model(study).model.eval() if loss == "kd" else None
     for p in teacher.parameters() if teacher is not None else ():
         p.requires_grad_(False)
@@ -196,6 +212,9 @@ def finetune(study: Study, model_dir: str | Path, *, epochs: int = 3, loss: str 
                 objective = distillation_loss(logits, target, y, temperature=temperature, alpha=alpha)
             else:
                 objective = F.cross_entropy(logits, y)
+            ratio = keep_ratio_loss(student)
+            if ratio is not None:
+                objective = objective + ratio_weight * ratio
             opt.zero_grad(set_to_none=True)
             objective.backward()
             opt.step()

@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import functional
 
-from hwsearch.pruning import ChannelGroup, DepthGroup, Group
+from hwsearch.pruning import ChannelGroup, DepthGroup, Group, TimeGroup, TokenGroup
 
 __all__ = ["Packed", "PrefixCache", "PrefixStats", "pack", "prefix_length", "touched_modules", "trace_chain",
            "forward_fn", "DEFAULT_PREFIX_CACHE_MB"]
@@ -149,6 +149,10 @@ def touched_modules(groups: Sequence[Group], keep: Mapping[str, Sequence[int] | 
             continue
         if isinstance(g, ChannelGroup):
             touched |= {m.module for m in g.members} | {a.module for a in g.attrs}
+        elif isinstance(g, TokenGroup):  # a selector runs before the block (at most: an earlier one did)
+            touched.add(g.block)
+        elif isinstance(g, TimeGroup):  # every activation changes
+            touched.add("")
         elif isinstance(g, DepthGroup):
             if isinstance(kept, int):  # unresolved count: which units go is not known, so all may
                 touched |= {g.container} if g.kind == "blocks" else set(g.units)

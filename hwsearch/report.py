@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ from hwsearch.atomic import atomic_write_text
 from hwsearch.costing import METRICS
 from hwsearch.results import MEASURED_BUDGETS, rank_feasible
 
-__all__ = ["write_outputs", "report_markdown"]
+__all__ = ["write_outputs", "report_markdown", "token_flow", "work_columns", "plan_token_flow"]
 
 
 def _fmt(x: Any, digits: int = 4) -> str:
@@ -21,6 +22,66 @@ def _fmt(x: Any, digits: int = 4) -> str:
     if isinstance(x, int):
         return f"{x:,}"
     return str(x)
+
+
+TOKENS_NOTE = ("`tokens`: the tokens the group's block runs on (kept image tokens + 1 package token once any "
+               "selection pruned; a token group's `kept` is its keep ratio of the tokens reaching it); "
+               "`T` rows: time steps.")
+
+
+def token_flow(space: Any, levels: Mapping[str, int]) -> dict[str, str]:
+    """Block path (and ``T``) -> tokens (and steps) of a candidate, when the space searches tokens or T."""
+    from hwsearch.pruning._tokens import token_schedule
+
+    tokens = [v for v in space.variables if v.kind == "tokens"]
+    steps = [v for v in space.variables if v.kind == "time"]
+    if not tokens and not steps:
+        return {}
+    out: dict[str, str] = {}
+    if tokens:
+        points = [(v.levels[levels.get(v.name, 0)], True) for v in tokens]
+        for v, p in zip(tokens, token_schedule(tokens[0].width, points)):
+            out[v.name.removesuffix(".tokens")] = f"{p.image} + 1" if p.package else str(p.image)
+    for v in steps:
+        out["T"] = f"T = {v.levels[levels.get(v.name, 0)]}"
+    return out
+
+
+def work_columns(space: Any, best: Any) -> dict[str, str]:
+    """``comparison.csv`` columns of an answer: ``tokens`` (per token block, kept + package) and ``T``;
+    empty when the space searches neither."""
+    flow = token_flow(space, best.candidate.levels if best is not None else {})
+    if not flow:
+        return {}
+    blocks = "; ".join(f"{b}: {t}" for b, t in flow.items() if b != "T")
+    return {"tokens": blocks if best is not None else None, "T": flow.get("T", "").removeprefix("T = ") or None}
+
+
+def plan_token_flow(plan: Any) -> str | None:
+    """One line: the tokens each token block of a (resolved) plan runs on, and T; None when it prunes neither."""
+    import torch
+
+    from hwsearch.pruning import TimeGroup, groups_of
+    from hwsearch.pruning._tokens import selection_points
+    from search_spaces import get_config
+
+    with torch.device("meta"):
+        skeleton = get_config(plan.model).build(**dict(plan.model_kwargs))
+    groups = groups_of(skeleton)
+    points = selection_points(groups, plan.keep)
+    steps = next((g for g in groups if isinstance(g, TimeGroup)), None)
+    t = plan.counts().get("T") if steps is not None else None
+    if not any(p.active for _, p in points) and (t is None or t == steps.width):
+        return None
+    flow = ", ".join(f"{g.block} {p.image}{' + 1' if p.package else ''}" for g, p in points)
+    return f"tokens per block (kept + package): {flow}" + (f"; T = {t}" if t is not None else "")
+
+
+def _tokens_cell(flow: Mapping[str, str], name: str) -> str:
+    if name == "T":
+        return flow.get("T", "-")
+    block = max((b for b in flow if b != "T" and name.startswith(b + ".")), key=len, default=None)
+    return flow[block] if block is not None else "all"
 
 
 def report_markdown(setup: Any, res: Any) -> str:
@@ -74,11 +135,17 @@ def report_markdown(setup: Any, res: Any) -> str:
     if res.notes:
         lines += ["## Notes", "", *[f"- {n}" for n in res.notes], ""]
     if best is not None:
-        lines += ["## Per-group rates of the best candidate", "", "| group | kind | width | kept | rate |", "| --- | --- | ---: | ---: | ---: |"]
+        flow = token_flow(setup.space, best.candidate.levels)
+        head, rule = (" tokens |", " ---: |") if flow else ("", "")
+        lines += ["## Per-group rates of the best candidate", "", f"| group | kind | width | kept | rate |{head}",
+                  f"| --- | --- | ---: | ---: | ---: |{rule}"]
         for v in setup.space.variables:
             lv = best.candidate.levels.get(v.name, 0)
-            lines.append(f"| {v.name} | {v.kind} | {v.width} | {v.levels[lv]} | {v.rates[lv]:.2f} |")
+            cell = f" {_tokens_cell(flow, v.name)} |" if flow else ""
+            lines.append(f"| {v.name} | {v.kind} | {v.width} | {v.levels[lv]} | {v.rates[lv]:.2f} |{cell}")
         lines.append("")
+        if flow:
+            lines += [TOKENS_NOTE, ""]
     if res.confirmations:
         lines += ["## Re-measured on the confirmation and test splits", "",
                   "| candidate | eval top-1 | confirm top-1 | test top-1 |", "| --- | ---: | ---: | ---: |"]

@@ -1,7 +1,9 @@
 """The search space: which groups a search may shrink, and to which discrete levels.
 
 A :class:`Variable` is one channel group with its allowed kept counts (``levels``, from unpruned
-downwards, one per pruning rate of the grid that the group's granularity can realise). A candidate
+downwards, one per pruning rate of the grid that the group's granularity can realise), or one work
+axis (axes ``tokens``: the token keep ratio before a block, levels in kept tokens of N; ``time``: the
+number of steps, a level per allowed T). A candidate
 is a mapping variable name -> level index; :meth:`SearchSpace.plan` turns it into a
 :class:`~hwsearch.pruning.PruningPlan` of counts, ranked later by the plan's criterion.
 """
@@ -19,12 +21,14 @@ if TYPE_CHECKING:  # torch loads only when a space is built, so the CLI parses a
 
     from hwsearch.pruning import PruningPlan
 
-__all__ = ["ALL_AXES", "DEFAULT_AXES", "DEFAULT_RATES", "SearchSpace", "Variable"]
+__all__ = ["ALL_AXES", "DEFAULT_AXES", "DEFAULT_RATES", "WORK_AXES", "SearchSpace", "Variable"]
 
 DEFAULT_RATES: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 #: Group kinds searched by default: the free (non-residual) groups, as PrimeSVT and PSViT prune.
 DEFAULT_AXES: tuple[str, ...] = ("mlp", "qk", "v", "qkv", "q", "k", "sps", "patch")
-ALL_AXES: tuple[str, ...] = (*DEFAULT_AXES, "heads", "embed", "stage")
+#: Work axes that remove no weights: the token keep ratio before each block and the number of steps T.
+WORK_AXES: tuple[str, ...] = ("tokens", "time")
+ALL_AXES: tuple[str, ...] = (*DEFAULT_AXES, "heads", "embed", "stage", *WORK_AXES)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,10 +91,10 @@ class SearchSpace:
         grid = sorted({0.0, *(float(r) for r in rates)})
         params = {id(p) for p in model.parameters()}
         variables = []
-        from hwsearch.pruning import ChannelGroup, groups_of
+        from hwsearch.pruning import ChannelGroup, TimeGroup, TokenGroup, groups_of
 
         for order, g in enumerate(groups_of(model)):
-            if not isinstance(g, ChannelGroup) or g.kind not in axes:
+            if not isinstance(g, (ChannelGroup, TokenGroup, TimeGroup)) or g.kind not in axes:
                 continue
             allowed = g.allowed_counts()
             levels: list[int] = []
@@ -102,7 +106,7 @@ class SearchSpace:
             if len(levels) < 2:
                 continue
             touched: dict[int, int] = {}
-            for m in g.members:
+            for m in getattr(g, "members", ()):  # token and time groups hold no parameters
                 t = getattr(model.get_submodule(m.module) if m.module else model, m.param)
                 if id(t) in params:
                     touched[id(t)] = t.numel()

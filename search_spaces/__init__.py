@@ -33,3 +33,4 @@ __all__ = ["ENTRY_POINT_GROUP", "MODELS", "ConfigError", "ModelConfig", "config_
 from search_spaces import _spikformer_groups as _spikformer_groups  # noqa: E402
 from search_spaces import _sdt_groups as _sdt_groups  # noqa: E402
 from search_spaces import _qkformer_groups as _qkformer_groups  # noqa: E402
+from search_spaces import _token_groups as _token_groups  # noqa: E402

@@ -39,6 +39,7 @@ def _run(args: argparse.Namespace) -> int:
     from hwsearch.loading import load_study_model, study_dataset
     from costmodels import plan_widths
     from hwsearch.pruning import PlanError, PruningPlan, groups_of, prune, resolve_plan
+    from hwsearch.report import plan_token_flow
 
     study = study_from_args(args)
     dtype = args.dtype or study.constraints.dtype
@@ -66,8 +67,9 @@ def _run(args: argparse.Namespace) -> int:
         batches = list(islice(make_loader(study_dataset(study, study.data.eval_split), study.data.batch_size), args.sops))
         if pruned_model is None:  # rates of the unpruned model, in the numbering the analytic model uses
             rates = MeasuredCostModel().firing_rates(model, [x for x, _ in batches])
+    learned = {"token_score": plan.token_score} if plan is not None and plan.token_score != "activity" else None
     analytic = AnalyticCostModel(dtype=dtype, spike_bits=args.spike_bits, firing_rates=rates).cost(
-        study.model, widths)
+        study.model, widths, model_kwargs=learned)
     costs = {"analytic": analytic}
     if args.measured or args.latency:
         assert model is not None  # need_model: loaded above unless --model-dir gave it
@@ -93,6 +95,9 @@ def _run(args: argparse.Namespace) -> int:
     with pd.option_context("display.width", 220, "display.max_rows", None, "display.max_columns", None):
         print(f"{study.model}{' pruned by ' + str(args.plan) if plan else ''} (MB = 10^6 bytes, T={analytic.T})")
         print(pd.DataFrame(rows).dropna(axis=1, how="all").to_string(index=False))
+        flow = plan_token_flow(plan) if plan is not None else None
+        if flow:
+            print(flow)
         if args.per_layer:
             print()
             print(analytic.to_frame().to_string(index=False))

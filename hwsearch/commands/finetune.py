@@ -31,6 +31,11 @@ def _add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue a fine-tuning run stopped in --out")
     p.add_argument("--train-limit", type=positive_int, default=None, metavar="N",
                    help="train on the first N samples of the training split only (quick checks)")
+    p.add_argument("--token-selector", choices=["as-pruned", "learned"], default="as-pruned",
+                   help="learned: train SPViT's multi-head token selector with the model, with a computation-aware "
+                        "keep-ratio loss (models that prune tokens; default: keep the model's token scores)")
+    p.add_argument("--ratio-weight", type=positive_float, default=0.1,
+                   help="weight of the keep-ratio loss of --token-selector learned (default 0.1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -56,7 +61,8 @@ def _run(args: argparse.Namespace) -> int:
     from hwsearch.finetune import finetune, finetune_run
 
     settings = dict(epochs=args.epochs, loss=args.loss, lr=args.lr, temperature=args.temperature, alpha=args.alpha,
-                    seed=args.seed, train_limit=args.train_limit)
+                    seed=args.seed, train_limit=args.train_limit, token_selector=args.token_selector,
+                    ratio_weight=args.ratio_weight)
     if is_run:
         found = len(runner_up_dirs(run_dir)) if args.top > 1 else 0
         if args.top > 1 and found < args.top - 1:

@@ -16,10 +16,11 @@ def _add(p: argparse.ArgumentParser) -> None:
 
 
 def groups_frame(model):  # type: ignore[no-untyped-def]
-    """One row per group: name, kind, unit, width, partitions, bounds, members, parameters covered."""
+    """One row per group: name, kind, unit, width, partitions, bounds, members, parameters covered (token
+    groups ``<block>.tokens`` and ``T`` cover none: they shrink the work, not the weights)."""
     import pandas as pd
 
-    from hwsearch.pruning import ChannelGroup, groups_of
+    from hwsearch.pruning import ChannelGroup, TimeGroup, TokenGroup, groups_of
 
     params = {id(p) for p in model.parameters()}
     rows = []
@@ -34,6 +35,10 @@ def groups_frame(model):  # type: ignore[no-untyped-def]
             rows.append({"group": g.name, "kind": g.kind, "unit": g.unit, "width": g.width,
                          "partitions": g.partitions, "min_width": g.min_width * g.partitions,
                          "round_to": g.round_to, "members": len(g.members), "params_touched": covered})
+        elif isinstance(g, (TokenGroup, TimeGroup)):  # work axes: no parameters
+            rows.append({"group": g.name, "kind": g.kind, "unit": "token" if isinstance(g, TokenGroup) else "step",
+                         "width": g.width, "partitions": 1, "min_width": g.min_width, "round_to": 1,
+                         "members": 0, "params_touched": 0})
         else:
             rows.append({"group": g.name, "kind": f"depth:{g.kind}", "unit": "block" if g.kind == "blocks" else "branch",
                          "width": g.width, "partitions": 1, "min_width": g.min_width, "round_to": 1,

@@ -16,15 +16,18 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import functional
 
-from hwsearch.pruning._groups import AttrUpdate, ChannelGroup, DepthGroup, Group
+from hwsearch.pruning._groups import AttrUpdate, ChannelGroup, DepthGroup, Group, TimeGroup, TokenGroup
 from hwsearch.pruning._importance import Importance, create_criterion
 from hwsearch.pruning._plan import PlanError, PruningPlan
+from hwsearch.pruning._tokens import apply_tokens
 from hwsearch.registry import Registry
 
-__all__ = ["GROUP_DECLARATIONS", "groups_of", "validate_plan", "resolve_plan", "prune", "topk_units", "full_plan"]
+__all__ = ["GROUP_DECLARATIONS", "TOKEN_DECLARATIONS", "groups_of", "validate_plan", "resolve_plan", "prune", "topk_units", "full_plan"]
 
 #: family name -> function declaring the prunable groups of an (unpruned) model of that family.
 GROUP_DECLARATIONS: Registry = Registry("family", list_command="hwsearch models")
+#: family name -> function declaring the token groups (and the T group) of an unpruned model of that family.
+TOKEN_DECLARATIONS: Registry = Registry("token family", list_command="hwsearch models")
 
 
 def groups_of(model: nn.Module) -> list[Group]:
@@ -35,7 +38,10 @@ def groups_of(model: nn.Module) -> list[Group]:
     if name is None:
         raise PlanError("model was not built by hwsearch (no hwsearch_config); build it with create_model/load_model")
     family = search_spaces.get_config(name).family
-    return list(GROUP_DECLARATIONS.get(family)(model))
+    groups = list(GROUP_DECLARATIONS.get(family)(model))
+    if family in TOKEN_DECLARATIONS:
+        groups += TOKEN_DECLARATIONS.get(family)(model)
+    return groups
 
 
 def _by_name(groups: Sequence[Group]) -> dict[str, Group]:
@@ -45,6 +51,7 @@ def _by_name(groups: Sequence[Group]) -> dict[str, Group]:
 def validate_plan(plan: PruningPlan, groups: Sequence[Group]) -> None:
     """Raise :class:`PlanError` (one line naming the group and the limit) if ``plan`` is not applicable."""
     table = _by_name(groups)
+    _check_token_score(plan.token_score)
     for name, value in plan.keep.items():
         g = table.get(name)
         if g is None:
@@ -54,6 +61,13 @@ def validate_plan(plan: PruningPlan, groups: Sequence[Group]) -> None:
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise PlanError(f"plan names unknown group '{name}'{hint} (list them with: hwsearch groups)")
         count = value if isinstance(value, int) else len(value)
+        if isinstance(g, (TokenGroup, TimeGroup)):
+            unit = "tokens" if isinstance(g, TokenGroup) else "time steps"
+            if not g.min_width <= count <= g.width:
+                raise PlanError(f"plan keeps {count} of {g.width} {unit} in {name} (allowed {g.min_width}..{g.width})")
+            if isinstance(value, tuple) and (len(set(value)) != len(value) or any(not 0 <= i < g.width for i in value)):
+                raise PlanError(f"plan for {name} has duplicate or out-of-range indices (0..{g.width - 1})")
+            continue
         unit = "heads" if isinstance(g, ChannelGroup) and g.unit == "head" else (
             "blocks" if isinstance(g, DepthGroup) else "channels")
         if isinstance(g, DepthGroup):
@@ -80,6 +94,18 @@ def validate_plan(plan: PruningPlan, groups: Sequence[Group]) -> None:
             counts = [sum(1 for i in value if i // pw == p) for p in range(g.partitions)]
             if len(set(counts)) != 1:
                 raise PlanError(f"plan for {name} keeps unequal numbers per head {counts}; keep the same number in each")
+
+
+def _check_token_score(score: str) -> None:
+    from search_spaces._tokens import LEARNED, TOKEN_SCORES
+
+    known = [*TOKEN_SCORES.list(), LEARNED]
+    if score not in known:
+        import difflib
+
+        close = difflib.get_close_matches(score, known, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise PlanError(f"unknown token score '{score}' in the plan{hint} (known: {', '.join(known)})")
 
 
 def topk_units(scores: torch.Tensor, count: int, partitions: int = 1) -> tuple[int, ...]:
@@ -134,12 +160,15 @@ def resolve_plan(
             keep[name] = value
             continue
         g = table[name]
-        if isinstance(g, DepthGroup):
+        if isinstance(g, (TokenGroup, TimeGroup)):  # which tokens stay is decided per image at run time
+            keep[name] = tuple(range(value))
+        elif isinstance(g, DepthGroup):
             keep[name] = topk_units(_depth_scores(model, g, crit), value)
         else:
             keep[name] = topk_units(crit.scores(model, g), value, g.partitions)
     return PruningPlan(model=plan.model, keep=keep, checkpoint_sha256=plan.checkpoint_sha256,
-                       criterion=plan.criterion, model_kwargs=plan.model_kwargs, seed=plan.seed)
+                       criterion=plan.criterion, model_kwargs=plan.model_kwargs, seed=plan.seed,
+                       token_score=plan.token_score)
 
 
 def full_plan(model: nn.Module, groups: Sequence[Group] | None = None, **fields: object) -> PruningPlan:
@@ -224,6 +253,7 @@ def prune(model: nn.Module, plan: PruningPlan, groups: Sequence[Group] | None = 
             else:
                 module._buffers[pname] = data
         _fix_module_sizes(module)
+    apply_tokens(new, groups, keep, score=plan.token_score)  # before depth pruning: selectors go with their block
     for g in groups:
         if g.name not in keep:
             continue
@@ -231,7 +261,7 @@ def prune(model: nn.Module, plan: PruningPlan, groups: Sequence[Group] | None = 
         if isinstance(g, ChannelGroup):
             for upd in g.attrs:
                 _apply_attr(new, upd, len(kept))
-        elif len(kept) != g.width:
+        elif isinstance(g, DepthGroup) and len(kept) != g.width:
             _remove_depth(new, g, kept)
     new.hwsearch_config = getattr(model, "hwsearch_config", None)  # type: ignore[assignment]
     new.hwsearch_kwargs = dict(getattr(model, "hwsearch_kwargs", {}))  # type: ignore[assignment]

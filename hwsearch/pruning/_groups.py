@@ -7,13 +7,17 @@ number of channels in every head), bounds, and the static attributes to update a
 
 A :class:`DepthGroup` removes whole sub-modules from a ``ModuleList`` (blocks of a stage) or disables
 a residual branch.
+
+A :class:`TokenGroup` is a token keep ratio before one block (SPViT-style selection with a package
+token) and the :class:`TimeGroup` the number of time steps T: neither removes weights, both shrink
+the work (``hwsearch.pruning._tokens``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["Member", "AttrUpdate", "ChannelGroup", "DepthGroup", "Group"]
+__all__ = ["Member", "AttrUpdate", "ChannelGroup", "DepthGroup", "TokenGroup", "TimeGroup", "Group"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -114,4 +118,50 @@ class DepthGroup:
     units: tuple[str, ...] = field(default_factory=tuple)
 
 
-Group = ChannelGroup | DepthGroup
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenGroup:
+    """The token keep ratio before one block: ``count / width`` of the tokens reaching that block stay.
+
+    Keep ratios compose along the blocks (a plan keeping 32 of 64 before block 0 and 32 of 64 before
+    block 1 lets 16 image tokens into block 1); the tokens that go are merged into one package token
+    (SPViT), so a block after the first pruning point sees ``kept + 1`` tokens. Kept counts are per
+    image (which tokens stay is decided at run time from the activations), so a plan gives a count, or
+    any index tuple whose length is the count.
+
+    Attributes:
+        name: ``<block path>.tokens`` (``block.3.tokens``, ``stage3.0.tokens``).
+        block: the module path of the block the selection runs before.
+        width: tokens leaving the stem (N; the keep ratio's denominator).
+        layout: token layout of the block input: ``cfhw`` ``[T,B,C,H,W]``, ``nc`` ``[T,B,N,C]``,
+            ``cn`` ``[T,B,C,N]``.
+        container, index: the depth container of the block and its index there (a block removed by
+            depth pruning takes its selection with it).
+    """
+
+    name: str
+    block: str
+    width: int
+    layout: str
+    container: str
+    index: int
+    kind: str = "tokens"
+    min_width: int = 1
+
+    def allowed_counts(self) -> list[int]:
+        return list(range(self.min_width, self.width + 1))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimeGroup:
+    """The number of time steps T the model runs (``width``: the trained T; a plan keeps 1..T)."""
+
+    name: str = "T"
+    width: int
+    kind: str = "time"
+    min_width: int = 1
+
+    def allowed_counts(self) -> list[int]:
+        return list(range(self.min_width, self.width + 1))
+
+
+Group = ChannelGroup | DepthGroup | TokenGroup | TimeGroup

@@ -84,7 +84,8 @@ def load_pruned(path: str | Path) -> nn.Module:
     saved = PruningPlan.load(plan_path) if plan_path.is_file() else None
     if saved is not None and saved.resolved:
         # The exact indices say which blocks/branches went; on the meta skeleton only shapes matter.
-        plan = PruningPlan(model=cfg.name, keep=saved.keep)
+        plan = PruningPlan(model=cfg.name, keep=saved.keep, token_score=saved.token_score,
+                           model_kwargs=arch.get("model_kwargs", {}))
     else:
         widths = {k: int(v) for k, v in arch["widths"].items()}
         keep: dict[str, tuple[int, ...]] = {}
@@ -93,7 +94,8 @@ def load_pruned(path: str | Path) -> nn.Module:
                 parts = getattr(g, "partitions", 1)
                 pw, per = g.width // parts, widths[g.name] // parts
                 keep[g.name] = tuple(p * pw + i for p in range(parts) for i in range(per))
-        plan = PruningPlan(model=cfg.name, keep=keep)
+        plan = PruningPlan(model=cfg.name, keep=keep, token_score=saved.token_score if saved else "activity",
+                           model_kwargs=arch.get("model_kwargs", {}))
     shaped = prune(skeleton, plan, groups)
     shaped = shaped.to_empty(device="cpu")
     try:

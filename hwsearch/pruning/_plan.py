@@ -32,6 +32,8 @@ class PruningPlan:
             the plan is applied) or the sorted tuple of kept unit indices. Groups not named keep all.
         model_kwargs: constructor overrides used to build the source model.
         seed: seed of the ``random`` criterion.
+        token_score: the rule that scores tokens where the plan prunes tokens (``search_spaces._tokens``
+            ``TOKEN_SCORES``; written to JSON only when not the default ``activity``).
         schema: format version.
 
     Applying a plan whose ``keep`` holds indices to the same checkpoint always gives the same weights.
@@ -43,6 +45,7 @@ class PruningPlan:
     criterion: str = "l2"
     model_kwargs: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0
+    token_score: str = "activity"
     schema: int = SCHEMA
 
     def __post_init__(self) -> None:
@@ -69,7 +72,9 @@ class PruningPlan:
         return {k: v if isinstance(v, int) else len(v) for k, v in self.keep.items()}
 
     def to_dict(self) -> dict[str, Any]:
+        extra = {} if self.token_score == "activity" else {"token_score": self.token_score}
         return {
+            **extra,
             "schema": self.schema,
             "model": self.model,
             "checkpoint_sha256": self.checkpoint_sha256,
@@ -102,7 +107,7 @@ class PruningPlan:
             return cls(
                 model=str(data["model"]), keep=keep, checkpoint_sha256=str(data.get("checkpoint_sha256", "")),
                 criterion=str(data.get("criterion", "l2")), model_kwargs=dict(data.get("model_kwargs", {})),
-                seed=int(data.get("seed", 0)), schema=schema,
+                seed=int(data.get("seed", 0)), token_score=str(data.get("token_score", "activity")), schema=schema,
             )
         except (KeyError, TypeError, ValueError) as e:
             raise PlanError(f"malformed plan: {e}; expected keys model, keep (group -> count or indices)") from None

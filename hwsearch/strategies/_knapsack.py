@@ -22,9 +22,12 @@ Exact costs, never approximated. The cost model is taken from ``problem.predict`
    interaction of three or more variables, e.g. heads x qk x v of one block: ``k^T v`` runs per head),
    each connected group of interacting variables is merged into one multiple-choice item whose options
    are its members' level combinations (costs predicted exactly; at most ``max_enumeration`` per group),
-   and that model is verified the same way. If it fails too, or a group has more combinations than
-   ``max_enumeration`` (the embedding width joins every block into one group), the strategy refuses with
-   :class:`NonSeparableError`.
+   and that model is verified the same way. If a group has more combinations than ``max_enumeration``
+   because T or the token keep ratios scale every block (``tokens``/``time`` axes next to channel axes),
+   the MILP is solved once per allowed combination of those levels, with them fixed (the channel costs
+   are separable or pairwise again), and the best solutions over all combinations are kept. If that
+   fails too, or a group is too large otherwise (the embedding width joins every block into one group),
+   the strategy refuses with :class:`NonSeparableError`.
 
 Ties (drops clipped at 0 tie easily on a small evaluation subset) are broken towards the least total
 pruning rate (a second solve with the loss held at its optimum): among plans predicted equally good,
@@ -55,6 +58,8 @@ from hwsearch.strategies._stepwise import COST_BUDGET_KEYS, Steps, StepwiseStrat
 
 __all__ = ["KnapsackMILP", "MilpRecord", "MilpSolution", "NonSeparableError", "solve_milp"]
 
+#: Variable kinds that scale whole blocks (token keep ratios, T): conditioned on when costs do not separate.
+WORK_KINDS = ("tokens", "time")
 #: Random points (besides the strongest and uniform ones) at which the cost model is verified.
 VERIFY_SAMPLES = 16
 #: Largest model error accepted, relative to the unpruned cost: the analytic model rounds activation
@@ -370,6 +375,14 @@ class KnapsackMILP(StepwiseStrategy):
         worst = max(range(len(groups)), key=lambda g: sizes[g])
         names = ", ".join(variables[i].name for i in groups[worst])
         if sizes[worst] > int(self.max_enumeration):
+            conditioned = self._conditioned(loss, keys, k)
+            if conditioned is not None:
+                if not quiet and not self._noted:
+                    self._noted = True
+                    self._notes.append("knapsack: T and the token keep ratios scale every block's cost, so one MILP "
+                                       "is solved per allowed combination of their levels (the channel costs are "
+                                       "separable or pairwise once they are fixed)")
+                return conditioned
             raise NonSeparableError(f"knapsack: budgeted costs are neither separable nor pairwise; the interacting "
                                     f"group {names} has {sizes[worst]} level combinations > max_enumeration "
                                     f"{self.max_enumeration}; leave those axes out, raise max_enumeration or use "
@@ -386,6 +399,37 @@ class KnapsackMILP(StepwiseStrategy):
             self._notes.append(f"knapsack: costs have interactions of three or more variables; {len(merged)} group(s) "
                                f"merged into joint items (largest: {names}, {sizes[worst]} combinations)")
         return self._solve(model, loss, k)
+
+    def _conditioned(self, loss: Mapping[str, Sequence[float]], keys: Sequence[str],
+                     k: int | None) -> list[tuple[dict[str, int], float]] | None:
+        """The ``k`` best plans when the work variables (tokens, T) make the costs non-separable: for each
+        allowed combination of their levels (at most ``max_enumeration``), the MILP over the other
+        variables with those levels fixed; None when there are none or a fixed model fails too."""
+        p = self.problem
+        work = [v for v in p.space.variables if v.kind in WORK_KINDS]
+        rest = [v for v in p.space.variables if v.kind not in WORK_KINDS]
+        choices = [[lv for lv in range(len(v.levels)) if math.isfinite(loss[v.name][lv])] for v in work]
+        if not work or not rest or math.prod(len(c) for c in choices) > int(self.max_enumeration):
+            return None
+        items = [[{v.name: lv} if lv else {} for lv in range(len(v.levels))] for v in rest]
+        found: dict[tuple[tuple[str, int], ...], tuple[dict[str, int], float]] = {}
+        notes = len(self._notes)
+        try:
+            for combo in itertools.product(*choices):
+                fixed = {v.name: lv for v, lv in zip(work, combo) if lv}
+                self.problem = replace(p, predict=lambda levels, fixed=fixed: p.predict({**fixed, **levels}))
+                model = self._model(items, keys, self._edges(items, keys))
+                if model is None:
+                    return None
+                extra = sum(loss[n][lv] for n, lv in fixed.items())
+                for levels, objective in self._solve(model, loss, k):
+                    full = {**fixed, **levels}
+                    found.setdefault(tuple(sorted(full.items())), (full, objective + extra))
+        finally:
+            self.problem = p
+            self._notes[notes:] = list(dict.fromkeys(self._notes[notes:]))
+        rates = lambda lv: sum(p.space[n].rates[x] for n, x in lv.items())  # noqa: E731  (tie-break: least pruning)
+        return sorted(found.values(), key=lambda s: (s[1], rates(s[0])))[: int(k or self.k)]
 
     def _solve(self, model: _CostModel, loss: Mapping[str, Sequence[float]],
                k: int | None = None) -> list[tuple[dict[str, int], float]]:

@@ -14,10 +14,15 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import functional
 
-from hwsearch.pruning import ChannelGroup, DepthGroup, Group, PruningPlan
+from hwsearch.pruning import ChannelGroup, DepthGroup, Group, PruningPlan, groups_of
 
 __all__ = ["assert_same_state", "channel_coverage", "channel_shapes", "check_sizes", "depth_shapes", "half_count",
-           "param_count", "pick_units", "random_plan", "run_from_reset", "zero_consumers"]
+           "param_count", "pick_units", "random_plan", "run_from_reset", "weight_groups", "zero_consumers"]
+
+
+def weight_groups(model: nn.Module) -> list[Group]:
+    """The channel and depth groups of ``model`` (token and T groups prune no weight)."""
+    return [g for g in groups_of(model) if isinstance(g, (ChannelGroup, DepthGroup))]
 
 
 def run_from_reset(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

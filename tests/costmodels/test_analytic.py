@@ -22,7 +22,7 @@ from costmodels import (
     plan_widths, spike_input,
 )
 from hwsearch.errors import UnknownNameError
-from hwsearch.pruning import ChannelGroup, PlanError, PruningPlan, groups_of, prune
+from hwsearch.pruning import ChannelGroup, DepthGroup, PlanError, PruningPlan, TokenGroup, groups_of, prune
 from search_spaces import get_config, list_models
 
 MANIFEST = json.loads((Path(__file__).resolve().parents[1] / "data" / "official-tiny" / "manifest.json").read_text())
@@ -355,8 +355,9 @@ def test_every_public_cost_entry_equals_the_pruned_model(name: str, data: st.Dat
         assert cost.params == params
         assert (cost.macs, cost.act_elements) == (reference.macs, reference.act_elements)
     by_name = {g.name: g for g in groups}
-    channels_pruned = any(v < by_name[k].width for k, v in plan.keep.items() if isinstance(by_name[k], ChannelGroup))
-    open_depth = [k for k, v in plan.keep.items() if not isinstance(by_name[k], ChannelGroup)
+    channels_pruned = any(v < by_name[k].width for k, v in plan.keep.items()
+                          if isinstance(by_name[k], (ChannelGroup, TokenGroup)))  # a removed block takes its tokens
+    open_depth = [k for k, v in plan.keep.items() if isinstance(by_name[k], DepthGroup)
                   and 0 < v < by_name[k].width and (k == "branches" or channels_pruned)]
     if open_depth:
         with pytest.raises(PlanError, match="as a count: which ones the criterion keeps decides the cost"):

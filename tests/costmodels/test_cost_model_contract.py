@@ -16,7 +16,7 @@ from costmodels import COST_MODELS, create_cost_model, plan_widths
 from hwsearch.costing import METRICS, metrics_of
 from hwsearch.pruning import Group, PruningPlan, groups_of, prune, resolve_plan
 from hwsearch.testing import calibrate_bn
-from hwsearch.testing.groups import random_plan
+from hwsearch.testing.groups import random_plan, weight_groups
 from search_spaces import create_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -32,7 +32,7 @@ def pruned() -> tuple[torch.nn.Module, PruningPlan, torch.Tensor, list[Group]]:
     x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     calibrate_bn(model, x)
     groups = groups_of(model)
-    plan = resolve_plan(model, random_plan(model, groups, seed=3))
+    plan = resolve_plan(model, random_plan(model, weight_groups(model), seed=3))
     return prune(model, plan), plan, x, groups
 
 

@@ -15,7 +15,8 @@ from hwsearch.pruning import PruningPlan, load_pruned
 def test_groups_lists_every_group(capsys: pytest.CaptureFixture[str], demo_study_path: Path) -> None:
     assert main(["groups", "--study", str(demo_study_path)]) == 0
     out = capsys.readouterr().out
-    for name in ("embed", "patch_embed.c1", "block.0.attn.heads", "block.1.attn.qk", "block.1.mlp.hidden", "block"):
+    for name in ("embed", "patch_embed.c1", "block.0.attn.heads", "block.1.attn.qk", "block.1.mlp.hidden", "block",
+                 "block.1.tokens", "T"):
         assert f" {name} " in f" {out} ".replace("\n", " \n ")
     assert "256" in out  # MLP hidden width of the demo (4 x 64)
 

@@ -172,3 +172,24 @@ def test_evaluator_with_reuse_matches_evaluator_without(demo_setup, bn: int) -> 
         assert (a.status, a.accuracy, a.samples) == (b.status, b.accuracy, b.samples), c.levels
     n = len(spec.batches)
     assert fast.prefix.stats.hits == 2 * n and fast.prefix.stats.misses == 2 * n  # k=2 and k=1 stored once each
+
+
+def test_token_and_t_candidates_reuse_the_prefix_before_their_first_selection(quick_study_path, tmp_path) -> None:  # noqa: ANN001
+    from dataclasses import replace
+
+    from hwsearch.driver import prepare
+    from hwsearch.evaluation import Evaluator
+    from hwsearch.results import Candidate
+
+    setup = prepare(quick_study_path, axes=("mlp", "tokens", "time"), run_dir=tmp_path, progress=False,
+                    constraints={"param_mb": "none"})
+    spec = replace(setup.spec, batches=setup.spec.batches[:2], stop_drop=None)
+    fast, plain = Evaluator(spec), Evaluator(replace(spec, prefix_cache_mb=0))
+    cands = [Candidate(levels={"block.1.tokens": 5}), Candidate(levels={"block.0.tokens": 3}),
+             Candidate(levels={"T": 1}), Candidate(levels={"block.1.tokens": 5, "block.1.mlp.hidden": 3}),
+             Candidate(levels={"block.1.tokens": 7})]
+    assert [fast.reusable_prefix(c) for c in cands] == [2, 1, 0, 2, 2]
+    for c in cands:
+        a, b = fast(c), plain(c)
+        assert (a.status, a.accuracy, a.samples, a.costs) == (b.status, b.accuracy, b.samples, b.costs), c.levels
+    assert fast.prefix.stats.hits > 0

@@ -23,6 +23,7 @@ from hwsearch.testing.groups import (
     param_count,
     random_plan,
     run_from_reset,
+    weight_groups,
 )
 from search_spaces import MODELS, create_model, reference_lif
 
@@ -106,7 +107,7 @@ def test_each_channel_group_halved_has_the_expected_parameters(
 def test_random_plan_prunes_saves_and_loads(tiny: tuple[nn.Module, torch.Tensor, torch.Tensor], seed: int,
                                             tmp_path) -> None:
     model, x, out = tiny
-    pruned = prune(model, random_plan(model, groups_of(model), seed))
+    pruned = prune(model, random_plan(model, weight_groups(model), seed))
     check_sizes(pruned)
     assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())
     assert torch.equal(run_from_reset(model, x), out)  # the source is untouched

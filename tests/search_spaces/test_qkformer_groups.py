@@ -30,6 +30,7 @@ from hwsearch.testing.groups import (
     pick_units,
     random_plan,
     run_from_reset,
+    weight_groups,
     zero_consumers,
 )
 from search_spaces import create_model
@@ -92,7 +93,7 @@ def case(request: pytest.FixtureRequest) -> Case:
     calibrate_bn(model, x)
     rates = firing_rates(model, x)
     assert min(rates.values()) > 0, [n for n, r in rates.items() if r == 0]
-    return Case(layout=request.param, model=model, x=x, groups=groups_of(model), out=run_from_reset(model, x))
+    return Case(layout=request.param, model=model, x=x, groups=weight_groups(model), out=run_from_reset(model, x))
 
 
 def _features(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
