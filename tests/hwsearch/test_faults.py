@@ -123,6 +123,9 @@ def test_sigterm_while_profiling_on_ray_keeps_results_and_leaves_no_process(quic
     assert not left, f"orphan Ray processes: {left}"
 
 
+TRIALS = 40
+
+
 @pytest.mark.slow
 def test_signals_at_every_later_stage_then_resume(quick_study_path: Path, tmp_path: Path) -> None:
     """SIGINT while searching, SIGTERM while re-measuring, SIGINT while writing; each resumed as printed."""
@@ -133,14 +136,15 @@ def test_signals_at_every_later_stage_then_resume(quick_study_path: Path, tmp_pa
         return subprocess.Popen([HWSEARCH, "-v", *argv], env=env, text=True, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
 
-    proc = start(_quick(quick_study_path, out))  # 1. the strategy loop
+    # 1. the strategy loop; 40 trials, so the signal lands before the last however fast evaluations are
+    proc = start(_quick(quick_study_path, out, trials=TRIALS))
     _wait(proc, lambda: _trials(out / "optuna.journal", "random") >= PROFILE + 2)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err, err
     first = pd.read_csv(out / "trials.csv")
     own = first[first["tag"] != "profile"]
-    assert 2 <= len(own) < 6 and "Interrupted" in (out / "report.md").read_text()
+    assert 2 <= len(own) < TRIALS and "Interrupted" in (out / "report.md").read_text()
     resume = shlex.split(err.strip().splitlines()[-1])
     assert resume[0] == "hwsearch" and resume[-1] == "--resume"
 
@@ -156,10 +160,10 @@ def test_signals_at_every_later_stage_then_resume(quick_study_path: Path, tmp_pa
         report = (out / "report.md").read_text()
         assert "Interrupted" in report and stage.split()[0] in report
         table = pd.read_csv(out / "trials.csv")
-        assert len(table[table["tag"] != "profile"]) == 6  # the search itself had finished
+        assert len(table[table["tag"] != "profile"]) == TRIALS  # the search itself had finished
         assert list(table["key"][: len(first)]) == list(first["key"])  # earlier trials kept, in order
     assert (out / "pareto.png").is_file() and (out / "best" / "model.pth").is_file()  # writing was completed
-    assert _trials(out / "optuna.journal", "random") == PROFILE + 6  # nothing evaluated twice
+    assert _trials(out / "optuna.journal", "random") == PROFILE + TRIALS  # nothing evaluated twice
 
 
 @pytest.mark.ray
