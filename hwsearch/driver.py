@@ -344,6 +344,25 @@ def finish(setup: SearchSetup, *, strategy: str, results: list[Result], best: Re
         except KeyboardInterrupt:
             interrupted, confirmations, best_model = True, [], None
             notes = [*notes, "interrupted while re-measuring the answer on the confirmation and test splits"]
+    with interrupts.deferred():  # from here on a signal is held until every output is written
+        res = _result(setup, strategy=strategy, every=every, best=best, best_model=best_model,
+                      confirmations=confirmations, notes=notes, seconds=seconds, evaluations=evaluations,
+                      interrupted=interrupted, run_dir=run_dir, profile=profile)
+        if write:
+            log.info("writing the outputs to %s", res.run_dir)
+            write_outputs(replace(setup, run_dir=res.run_dir), res)
+        if interrupts.pending() is not None and not res.interrupted:
+            res.interrupted = True
+            res.notes.append("interrupted while writing the outputs (every file was completed)")
+            if write:
+                write_outputs(replace(setup, run_dir=res.run_dir), res, report_only=True)
+    return res
+
+
+def _result(setup: SearchSetup, *, strategy: str, every: list[Result], best: Result | None, best_model: Any,
+            confirmations: list[Confirmation], notes: list[str], seconds: float, evaluations: int,
+            interrupted: bool, run_dir: Path | None, profile: Any) -> SearchResult:
+    """The :class:`SearchResult` of a finished (or interrupted) search, its Pareto table re-measured columns filled."""
     first = confirmations[0] if confirmations and best is not None else None
     pareto = trials_frame(pareto_front(every), setup.space)
     by_key = {cf.key: cf for cf in confirmations}
@@ -359,14 +378,6 @@ def finish(setup: SearchSetup, *, strategy: str, results: list[Result], best: Re
                        profile_evaluations=profile.new_evaluations if profile is not None else 0,
                        profile_source=profile.source if profile is not None else "",
                        profile_seconds=profile.seconds if profile is not None else 0.0)
-    if write:
-        log.info("writing the outputs to %s", res.run_dir)
-        with interrupts.deferred():
-            write_outputs(replace(setup, run_dir=res.run_dir), res)
-            if interrupts.pending() is not None and not res.interrupted:
-                res.interrupted = True
-                res.notes.append("interrupted while writing the outputs (every file was completed)")
-                write_outputs(replace(setup, run_dir=res.run_dir), res, report_only=True)
     return res
 
 

@@ -127,8 +127,12 @@ TRIALS = 40
 
 
 @pytest.mark.slow
-def test_signals_at_every_later_stage_then_resume(quick_study_path: Path, tmp_path: Path) -> None:
-    """SIGINT while searching, SIGTERM while re-measuring, SIGINT while writing; each resumed as printed."""
+def test_signals_at_every_later_stage_then_resume(demo_study_path: Path, tmp_path: Path) -> None:
+    """SIGINT while searching, SIGTERM while re-measuring, SIGINT while writing; each resumed as printed.
+
+    The demo study's full confirmation and test splits (480 images per re-measured candidate) keep the
+    re-measuring stage long enough for the signal to land inside it."""
+    quick_study_path = demo_study_path
     out = tmp_path / "s"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
