@@ -12,7 +12,7 @@ import torch.nn as nn
 from hwsearch.registry import Registry
 
 __all__ = ["ModelConfig", "MODELS", "register_config", "create_model", "list_models", "get_config",
-           "config_name", "ENTRY_POINT_GROUP", "load_plugins"]
+           "config_name", "config_kwargs", "ENTRY_POINT_GROUP", "load_plugins"]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,15 @@ def config_name(model: nn.Module) -> str:
     if not isinstance(name, str):
         raise TypeError(f"{type(model).__name__}.hwsearch_config is a {type(name).__name__}, expected str")
     return name
+
+
+def config_kwargs(model: nn.Module) -> Mapping[str, Any]:
+    """The constructor keyword arguments a built model carries (``model.hwsearch_kwargs``), read as the
+    mapping it is (see :func:`config_name`)."""
+    kwargs = getattr(model, "hwsearch_kwargs")
+    if not isinstance(kwargs, Mapping):
+        raise TypeError(f"{type(model).__name__}.hwsearch_kwargs is a {type(kwargs).__name__}, expected a mapping")
+    return kwargs
 
 
 def list_models(pattern: str | None = None, exclude: str | None = None) -> list[str]:
