@@ -21,7 +21,7 @@ from costmodels._cost import (
 )
 from costmodels._families import TOKEN_SCORE_KEY, build_spec
 from costmodels._fastpath import Fallback, compile_fast
-from costmodels._poly import Poly, compile_polys
+from costmodels._poly import Number, Poly, compile_polys
 from costmodels._registry import ParamsMixin, Widths, register_cost_model
 from costmodels._spec import SymLayer, Variable
 from hwsearch.pruning import Group, PlanError, PruningPlan
@@ -162,7 +162,7 @@ class CompiledCost:
     def sops_poly(self, rates: Mapping[str, float]) -> Poly:
         """Σ fr(input LIF) × MACs over binary-input layers, as a polynomial with float coefficients."""
         needed = {r.input_lif for r in self.layers if r.input_lif is not None and r.macs}
-        missing = sorted(n for n in needed if n not in rates)  # type: ignore[operator]
+        missing = sorted(n for n in needed if n not in rates)
         if missing:
             raise PlanError(f"firing rates missing for {len(missing)} LIF(s), e.g. {missing[0]!r}; measure them on the "
                             f"unpruned model (MeasuredCostModel(...).measure(model, calibration).firing_rates())")
@@ -246,7 +246,7 @@ class CompiledCost:
     def layer_costs(self, widths: Widths | None = None, firing_rates: Mapping[str, float] | None = None
                     ) -> tuple[LayerCost, ...]:
         """Per-layer rows (removed layers left out), with SOPs where a firing rate is known."""
-        x = self.vector(widths)
+        x: list[Number] = list(self.vector(widths))
         for i, definition in sorted(self._derived.items()):
             x[i] = definition.eval(x)
         rates = firing_rates if firing_rates is not None else (self.firing_rates or {})
@@ -358,7 +358,8 @@ class AnalyticCostModel(ParamsMixin):
         ``prune(model, plan)`` returns. A widths mapping gives counts (a depth count keeps the first units).
         """
         if isinstance(config, PruningPlan):
-            config, widths = config.model, config
+            widths = config
+            config = config.model
         if isinstance(widths, PruningPlan):
             model_kwargs = {**dict(widths.model_kwargs), **dict(model_kwargs or {})} or None
             if widths.token_score != "activity":  # a learned selector has parameters and MACs of its own

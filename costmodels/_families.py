@@ -265,7 +265,7 @@ def qkformer(b: Builder, kw: Mapping[str, Any]) -> None:
         mlp_ratio = float(kw["mlp_ratio"])
         for j in range(depths[s - 1]):
             p, alive = f"stage{s}.{j}", blocks[s - 1][j]
-            Ni = N
+            Ni: Poly | int = N
             if s < 3:
                 _token_attention(b, f"{p}.tssa", w, N, h0, e[s - 1] // h0, alive=b.derived(alive * branches[unit]))
             else:

@@ -82,7 +82,7 @@ def _schedule_lines(points: Sequence[TokenPoint], width: int, names: Sequence[st
     if not points or all(i in fixed for p in points for i in p.schedule()):
         return []
     targets = ", ".join(names[i] for p in points for i in p.schedule())
-    args = ", ".join(f"{names[p.count]}, {fixed.get(p.alive, 1) if p.alive is None or p.alive in fixed else names[p.alive]}"
+    args = ", ".join(f"{names[p.count]}, {1 if p.alive is None else fixed.get(p.alive, 1) if p.alive in fixed else names[p.alive]}"
                      for p in points)
     return ["    if w and not _token_groups.isdisjoint(w):", f"        {targets} = _sched({args})", "    else:",
             f"        {targets} = {', '.join(f'{width}, 0, {width}, 0' for _ in points)}"]

@@ -73,8 +73,8 @@ class SearchSetup:
     objective: str = "accuracy"
     prior_mode: str = "exclude"
     storage_url: str | None = None
-    test_batches: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
-    confirm_batches: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    test_batches: Sequence[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    confirm_batches: Sequence[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
     fingerprint: dict[str, Any] = field(default_factory=dict)
     baseline_confirm: float | None = None
     baseline_test: float | None = None
@@ -178,7 +178,7 @@ def _definition(config: str) -> dict[str, Any] | None:
     return cfg.to_dict() if cfg.user_defined else None
 
 
-def _batches(ds: torch.utils.data.Dataset, batch_size: int, *, staged: bool = False) -> EvalBatches:
+def _batches(ds: torch.utils.data.Dataset[Any], batch_size: int, *, staged: bool = False) -> EvalBatches:
     """Batches of ``ds`` in order, streamed (:class:`~hwsearch.data.EvalBatches`: read on demand, uint8
     until normalised); ``staged``: the first ones smaller (see :data:`_STAGES`)."""
     return stream_batches(ds, batch_size, stages=_STAGES if staged else ())
@@ -219,12 +219,13 @@ def prepare(study: Study | str | Path, *, constraints: Mapping[str, Any] | None 
     from hwsearch.costing import resolve_cost_models
     from hwsearch.devices import Compute
     from hwsearch.loading import load_study_model, split_indices_digest, study_dataset
+    from search_spaces import config_kwargs
 
     compute = Compute.resolve(threads=threads, device=device)  # bad values fail before any loading
 
     if not isinstance(study, Study):
         study = load_study(study)
-    over = {k: (None if isinstance(v, str) and v.lower() == "none" else v)
+    over: dict[str, Any] = {k: (None if isinstance(v, str) and v.lower() == "none" else v)
             for k, v in (constraints or {}).items() if v is not None}
     cons = replace(study.constraints, **over)
     sspec = study.search
@@ -254,7 +255,7 @@ def prepare(study: Study | str | Path, *, constraints: Mapping[str, Any] | None 
         calib_ds = study_dataset(study, study.data.calib_split)
         calib = _batches(calib_ds, study.data.batch_size)[:max(bn, TAYLOR_BATCHES if criterion == "taylor" else 0)]
         calib_digest = split_indices_digest(calib_ds)
-    spec = EvaluatorSpec(config=loaded.config, model_kwargs=dict(loaded.model.hwsearch_kwargs),
+    spec = EvaluatorSpec(config=loaded.config, model_kwargs=dict(config_kwargs(loaded.model)),
                          state_dict={k: v.clone() for k, v in loaded.model.state_dict().items()}, space=space,
                          batches=batches, constraints=cons, calibration_batches=calib, bn_recalibrate=bn,
                          stop_drop=cons.max_acc_drop if stop else None,
@@ -463,13 +464,13 @@ def search(study: Study | str | Path | None = None, *, strategy: str = "prioriti
             profile = ensure_profile(setup, runner, file=sensitivity_file, progress=progress)
         except KeyboardInterrupt:
             interrupted = True
-        if not interrupted:
+        if profile is not None:  # set unless interrupted while profiling
             problem = setup.problem(eval_budget=trials, profile=profile, warm_start=warm_start,
                                     importance=strat.needs_importance)
             outcome = run_strategy(setup, strat, runner, study_name=strategy, problem=problem, eval_budget=trials,
                                    resume=resume, progress=progress, history=profile.results)
             interrupted = outcome.interrupted
-    if outcome is None:  # interrupted while profiling: keep what was measured
+    if profile is None or outcome is None:  # interrupted while profiling: keep what was measured
         from hwsearch.storage import ResultStore, open_storage
 
         done = ResultStore(open_storage(setup.run_dir, setup.storage_url), "profile", setup.space).results()

@@ -277,6 +277,7 @@ class Evaluator:
         """The first module (definition order) whose tensors the candidate shrinks."""
         touched = {m.module for g in self.groups if g.name in candidate.levels and isinstance(g, ChannelGroup)
                    for m in g.members}
+        name: str  # torch leaves named_modules unannotated
         for name, _ in self.model.named_modules():
             if name in touched:
                 return name

@@ -182,7 +182,7 @@ def finetune(study: Study, model_dir: str | Path, *, epochs: int = 3, loss: str 
         opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, epochs * steps_per_epoch) / (epochs * steps_per_epoch))))
     t0 = time.perf_counter()
     eval_before = top1_accuracy(student, evals)
-    best = {"acc": eval_before, "epoch": 0, "weights": copy.deepcopy(student.state_dict())}
+    best_acc, best_epoch, best_weights = eval_before, 0, copy.deepcopy(student.state_dict())
     start = 1
     spent = 0.0
     if resume and state_path.exists():
@@ -192,7 +192,7 @@ def finetune(study: Study, model_dir: str | Path, *, epochs: int = 3, loss: str 
         student.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         sched.load_state_dict(saved["scheduler"])
-        best = {"acc": float(saved["best_acc"]), "epoch": int(saved["best_epoch"]), "weights": saved["best_weights"]}
+        best_acc, best_epoch, best_weights = float(saved["best_acc"]), int(saved["best_epoch"]), saved["best_weights"]
         start, spent = int(saved["epoch"]) + 1, float(saved["seconds"])
     out_dir.mkdir(parents=True, exist_ok=True)
     bar = progress_bar(total=(epochs - start + 1) * steps_per_epoch, desc=f"finetune {loss}", enabled=progress, unit="step")
@@ -216,7 +216,7 @@ def finetune(study: Study, model_dir: str | Path, *, epochs: int = 3, loss: str 
             if ratio is not None:
                 objective = objective + ratio_weight * ratio
             opt.zero_grad(set_to_none=True)
-            objective.backward()
+            objective.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
             opt.step()
             sched.step()
             functional.reset_net(student)
@@ -224,21 +224,21 @@ def finetune(study: Study, model_dir: str | Path, *, epochs: int = 3, loss: str 
             bar.set_postfix(epoch=epoch, loss=f"{float(objective.detach()):.3f}", refresh=False)
         acc = top1_accuracy(student, evals)
         log.info("fine-tune epoch %d: eval top-1 %.2f", epoch, acc)
-        if acc > best["acc"]:
-            best = {"acc": acc, "epoch": epoch, "weights": copy.deepcopy(student.state_dict())}
+        if acc > best_acc:
+            best_acc, best_epoch, best_weights = acc, epoch, copy.deepcopy(student.state_dict())
         _save_state(state_path, {"settings": json.dumps(settings), "epoch": epoch, "model": student.state_dict(),
                                  "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                                 "best_acc": best["acc"], "best_epoch": best["epoch"], "best_weights": best["weights"],
+                                 "best_acc": best_acc, "best_epoch": best_epoch, "best_weights": best_weights,
                                  "seconds": spent + time.perf_counter() - t0})
     bar.close()
     before = load_pruned(model_dir)
-    student.load_state_dict(best["weights"])
+    student.load_state_dict(best_weights)
     student.eval()
     confirm = _batches(study, study.data.confirm_split, 256) if study.data.confirm_split else []
     test = _batches(study, study.data.test_split, 256)
     result = FinetuneResult(
-        model_dir=str(model_dir), out_dir=str(out_dir), loss=loss, epochs=epochs, best_epoch=int(best["epoch"]),
-        lr=rate, temperature=temperature, alpha=alpha, seed=seed, eval_before=eval_before, eval_after=float(best["acc"]),
+        model_dir=str(model_dir), out_dir=str(out_dir), loss=loss, epochs=epochs, best_epoch=int(best_epoch),
+        lr=rate, temperature=temperature, alpha=alpha, seed=seed, eval_before=eval_before, eval_after=float(best_acc),
         confirm_before=top1_accuracy(before, confirm) if confirm else None,
         confirm_after=top1_accuracy(student, confirm) if confirm else None,
         test_before=top1_accuracy(before, test), test_after=top1_accuracy(student, test),

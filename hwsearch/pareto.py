@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
@@ -75,7 +75,7 @@ def runner_ups(results: Sequence[Result], best: Result | None, objective: str = 
     return out
 
 
-def plot_pareto(series: dict[str, Sequence[Result]], path: str, *, baseline: Result | None = None,
+def plot_pareto(series: Mapping[str, Sequence[Result]], path: str, *, baseline: Result | None = None,
                 budgets: dict[str, float | None] | None = None, title: str = "") -> None:
     """Accuracy vs parameter memory and vs MACs: every candidate faint, the feasible front bold."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg

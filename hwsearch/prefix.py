@@ -227,20 +227,25 @@ class PrefixCache:
 
     def forward(self, model: nn.Module, x: torch.Tensor, *, k: int, index: int) -> torch.Tensor:
         """Logits of ``model`` on batch ``index`` (input ``x``) reusing its first ``k`` chain modules."""
+        logits: torch.Tensor  # nn.Module.__call__ returns Any
         if k <= 0 or not self.chain:
-            return model(x)
+            logits = model(x)
+            return logits
         k = min(k, len(self.chain))
         packed = self._store.get((k, index))
         if packed is not None:
             self.stats.hits += 1
             with self._replaying(model, k, packed.unpack(x.device)):
-                return model(_stand_in(x))
+                logits = model(_stand_in(x))
+                return logits
         self.stats.misses += 1
         if self.stats.stored_bytes >= self.budget_mb * 1e6:
             self.stats.skipped += 1
-            return model(x)
+            logits = model(x)
+            return logits
         with self._capturing(model, self.chain[k - 1], (k, index)):
-            return model(x)
+            logits = model(x)
+            return logits
 
     @contextlib.contextmanager
     def _replaying(self, model: nn.Module, k: int, value: torch.Tensor) -> Iterator[None]:

@@ -47,7 +47,7 @@ def token_flow(space: Any, levels: Mapping[str, int]) -> dict[str, str]:
     return out
 
 
-def work_columns(space: Any, best: Any) -> dict[str, str]:
+def work_columns(space: Any, best: Any) -> dict[str, str | None]:
     """``comparison.csv`` columns of an answer: ``tokens`` (per token block, kept + package) and ``T``;
     empty when the space searches neither."""
     flow = token_flow(space, best.candidate.levels if best is not None else {})
@@ -71,7 +71,7 @@ def plan_token_flow(plan: Any) -> str | None:
     points = selection_points(groups, plan.keep)
     steps = next((g for g in groups if isinstance(g, TimeGroup)), None)
     t = plan.counts().get("T") if steps is not None else None
-    if not any(p.active for _, p in points) and (t is None or t == steps.width):
+    if not any(p.active for _, p in points) and (steps is None or t is None or t == steps.width):
         return None
     flow = ", ".join(f"{g.block} {p.image}{' + 1' if p.package else ''}" for g, p in points)
     return f"tokens per block (kept + package): {flow}" + (f"; T = {t}" if t is not None else "")

@@ -92,6 +92,7 @@ class SearchSpace:
         params = {id(p) for p in model.parameters()}
         variables = []
         from hwsearch.pruning import ChannelGroup, TimeGroup, TokenGroup, groups_of
+        from search_spaces import config_name
 
         for order, g in enumerate(groups_of(model)):
             if not isinstance(g, (ChannelGroup, TokenGroup, TimeGroup)) or g.kind not in axes:
@@ -114,9 +115,9 @@ class SearchSpace:
                                       rates=tuple(1.0 - c / g.width for c in levels),
                                       params=sum(touched.values()), order=order))
         if not variables:
-            raise UserError(f"no prunable groups of kinds {list(axes)} in {model.hwsearch_config}; "
+            raise UserError(f"no prunable groups of kinds {list(axes)} in {config_name(model)}; "
                             "see `hwsearch groups` for the kinds it has")
-        return cls(model=model.hwsearch_config, variables=variables, checkpoint_sha256=checkpoint_sha256,
+        return cls(model=config_name(model), variables=variables, checkpoint_sha256=checkpoint_sha256,
                    criterion=criterion, model_kwargs=getattr(model, "hwsearch_kwargs", {}), grid=grid)
 
     def __len__(self) -> int:

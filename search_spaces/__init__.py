@@ -12,6 +12,8 @@ from search_spaces._registry import (
     ENTRY_POINT_GROUP,
     MODELS,
     ModelConfig,
+    config_kwargs,
+    config_name,
     create_model,
     get_config,
     list_models,
@@ -25,7 +27,7 @@ from search_spaces import qkformer as qkformer  # noqa: E402
 from search_spaces import sdt as sdt  # noqa: E402
 from search_spaces import spikformer as spikformer  # noqa: E402
 
-__all__ = ["ENTRY_POINT_GROUP", "MODELS", "ConfigError", "ModelConfig", "config_from_dict", "create_model",
+__all__ = ["ENTRY_POINT_GROUP", "MODELS", "ConfigError", "ModelConfig", "config_from_dict", "config_kwargs", "config_name", "create_model",
            "define_config", "ensure_config", "get_config", "list_models", "load_plugins", "reference_lif",
            "register_config"]
 

@@ -12,7 +12,7 @@ import torch.nn as nn
 from hwsearch.registry import Registry
 
 __all__ = ["ModelConfig", "MODELS", "register_config", "create_model", "list_models", "get_config",
-           "ENTRY_POINT_GROUP", "load_plugins"]
+           "config_name", "config_kwargs", "ENTRY_POINT_GROUP", "load_plugins"]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,28 @@ def get_config(name: str) -> ModelConfig:
     if name not in MODELS:
         load_plugins()
     return MODELS.get(name)
+
+
+def config_name(model: nn.Module) -> str:
+    """The registry name a built model carries (``model.hwsearch_config``, set by :meth:`ModelConfig.build`).
+
+    ``nn.Module.__getattr__`` types the attribute as ``Tensor | Module``; this reads it as the ``str`` it
+    is. A model without it raises ``AttributeError`` (as reading the attribute does), one whose value is
+    not a string raises ``TypeError``.
+    """
+    name = getattr(model, "hwsearch_config")
+    if not isinstance(name, str):
+        raise TypeError(f"{type(model).__name__}.hwsearch_config is a {type(name).__name__}, expected str")
+    return name
+
+
+def config_kwargs(model: nn.Module) -> Mapping[str, Any]:
+    """The constructor keyword arguments a built model carries (``model.hwsearch_kwargs``), read as the
+    mapping it is (see :func:`config_name`)."""
+    kwargs = getattr(model, "hwsearch_kwargs")
+    if not isinstance(kwargs, Mapping):
+        raise TypeError(f"{type(model).__name__}.hwsearch_kwargs is a {type(kwargs).__name__}, expected a mapping")
+    return kwargs
 
 
 def list_models(pattern: str | None = None, exclude: str | None = None) -> list[str]:

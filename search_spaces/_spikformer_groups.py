@@ -71,9 +71,9 @@ def _names(layout: str) -> dict[str, str]:
 
 def spikformer_groups(model: nn.Module) -> list[Group]:
     """The groups of an unpruned Spikformer (any layout)."""
-    from search_spaces import get_config
+    from search_spaces import config_name, get_config
 
-    layout = get_config(module_attr(model, "hwsearch_config", str)).layout
+    layout = get_config(config_name(model)).layout
     n = _names(layout)
     pe = "patch_embed"
     groups: list[Group] = []

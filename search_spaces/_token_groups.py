@@ -16,6 +16,7 @@ import torch.nn as nn
 from hwsearch.pruning._engine import TOKEN_DECLARATIONS
 from hwsearch.pruning._groups import Group, TimeGroup, TokenGroup
 from hwsearch.pruning._tokens import TIME_AXIS_LAYOUTS
+from search_spaces._spikformer_groups import module_attr, submodule
 
 __all__ = ["token_groups"]
 
@@ -23,9 +24,9 @@ __all__ = ["token_groups"]
 def _grid(model: nn.Module, family: str, layout: str) -> int:
     """Tokens reaching the first token block: Spikformer/SDT patch grid, QKFormer stage-3 grid."""
     from costmodels._spec import pair, pool_out
-    from search_spaces import get_config
+    from search_spaces import config_name, get_config
 
-    kw = {**get_config(model.hwsearch_config).kwargs, **dict(getattr(model, "hwsearch_kwargs", {}))}
+    kw = {**get_config(config_name(model)).kwargs, **dict(getattr(model, "hwsearch_kwargs", {}))}
     if family == "sdt":
         pools = sum(c == "1" for c in str(kw.get("pooling_stat", "1111")))
     else:  # Spikformer CIFAR and QKFormer CIFAR halve twice, every other layout four times
@@ -38,21 +39,21 @@ def _grid(model: nn.Module, family: str, layout: str) -> int:
 
 def token_groups(model: nn.Module) -> list[Group]:
     """The token groups (one per token block, in forward order) and the T group of an unpruned model."""
-    from search_spaces import get_config
+    from search_spaces import config_name, get_config
 
-    cfg = get_config(model.hwsearch_config)
+    cfg = get_config(config_name(model))
     family, layout = cfg.family, cfg.layout
     N = _grid(model, family, layout)
     token_layout = {"cifar": "nc", "dvs": "cn"}.get(layout, "cfhw") if family == "spikformer" else "cfhw"
     container = "stage3" if family == "qkformer" else "block"
-    blocks = model.get_submodule(container)
+    blocks = submodule(model, container, nn.ModuleList)
     groups: list[Group] = [
         TokenGroup(name=f"{container}.{i}.tokens", block=f"{container}.{i}", width=N, layout=token_layout,
                    container=container, index=i)
         for i in range(len(blocks))
     ]
     if layout in TIME_AXIS_LAYOUTS:
-        groups.append(TimeGroup(width=int(model.T)))
+        groups.append(TimeGroup(width=int(module_attr(model, "T", int))))
     return groups
 
 

@@ -142,7 +142,8 @@ class TokenSelector(nn.Module):
     def scores(self, tokens: torch.Tensor) -> torch.Tensor:
         """Scores ``[B, N]`` of every token of ``tokens`` ``[B, N, T, C]`` (package included, if any)."""
         if self.scorer is not None:
-            return self.scorer(tokens)
+            scores: torch.Tensor = self.scorer(tokens)
+            return scores
         return TOKEN_SCORES.get(self.score)(tokens)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -160,7 +161,10 @@ class TokenSelector(nn.Module):
         merged = torch.sort(order[:, k:], dim=1).values
         if self.has_package:
             merged = torch.cat([merged, torch.full((B, 1), N - 1, dtype=merged.dtype, device=merged.device)], dim=1)
-        gather = lambda idx: tokens.gather(1, idx[:, :, None, None].expand(-1, -1, T, C))  # noqa: E731
+
+        def gather(idx: torch.Tensor) -> torch.Tensor:
+            return tokens.gather(1, idx[:, :, None, None].expand(-1, -1, T, C))
+
         w = scores.gather(1, merged).to(tokens.dtype)  # [B, m]
         total = w.sum(dim=1, keepdim=True)
         w = torch.where(total > 0, w / total.clamp_min(torch.finfo(w.dtype).tiny), torch.zeros_like(w))

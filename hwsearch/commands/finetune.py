@@ -73,7 +73,8 @@ def _run(args: argparse.Namespace) -> int:
     else:
         results = [finetune(study, model_dir, out=args.out, resume=args.resume, progress=not args.quiet, **settings)[1]]
     for res in results:
-        rows = [("eval", res.eval_before, res.eval_after), ("test", res.test_before, res.test_after)]
+        rows: list[tuple[str, float, float | None]] = [("eval", res.eval_before, res.eval_after),
+                                                       ("test", res.test_before, res.test_after)]
         if res.confirm_before is not None:
             rows.insert(1, ("confirm", res.confirm_before, res.confirm_after))
         print(f"fine-tuned     {res.out_dir} ({res.loss}, {res.epochs} epochs, kept epoch {res.best_epoch}, "

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from hwsearch.commands._base import Command, add_model_dir_argument, add_study_argument, pruned_from_args, study_from_args
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch.nn as nn
+
+    from hwsearch.pruning import DepthGroup
 
 
 def _add(p: argparse.ArgumentParser) -> None:
@@ -15,7 +22,7 @@ def _add(p: argparse.ArgumentParser) -> None:
                    help="build the model with random weights instead of loading the study's checkpoint")
 
 
-def groups_frame(model):  # type: ignore[no-untyped-def]
+def groups_frame(model: nn.Module) -> pd.DataFrame:
     """One row per group: name, kind, unit, width, partitions, bounds, members, parameters covered (token
     groups ``<block>.tokens`` and ``T`` cover none: they shrink the work, not the weights)."""
     import pandas as pd
@@ -46,7 +53,7 @@ def groups_frame(model):  # type: ignore[no-untyped-def]
     return pd.DataFrame(rows)
 
 
-def _depth_params(model, g) -> int:  # type: ignore[no-untyped-def]
+def _depth_params(model: nn.Module, g: DepthGroup) -> int:
     if g.kind == "blocks":
         return sum(p.numel() for p in model.get_submodule(g.container).parameters())
     return sum(p.numel() for path in g.units for p in model.get_submodule(path).parameters())

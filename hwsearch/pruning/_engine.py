@@ -10,7 +10,7 @@ plan's indices, or from the plan's criterion when the plan gives only counts.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -25,9 +25,9 @@ from hwsearch.registry import Registry
 __all__ = ["GROUP_DECLARATIONS", "TOKEN_DECLARATIONS", "groups_of", "validate_plan", "resolve_plan", "prune", "topk_units", "full_plan"]
 
 #: family name -> function declaring the prunable groups of an (unpruned) model of that family.
-GROUP_DECLARATIONS: Registry = Registry("family", list_command="hwsearch models")
+GROUP_DECLARATIONS: Registry[Callable[[nn.Module], Sequence[Group]]] = Registry("family", list_command="hwsearch models")
 #: family name -> function declaring the token groups (and the T group) of an unpruned model of that family.
-TOKEN_DECLARATIONS: Registry = Registry("token family", list_command="hwsearch models")
+TOKEN_DECLARATIONS: Registry[Callable[[nn.Module], Sequence[Group]]] = Registry("token family", list_command="hwsearch models")
 
 
 def groups_of(model: nn.Module) -> list[Group]:
@@ -134,13 +134,17 @@ def _depth_scores(model: nn.Module, g: DepthGroup, criterion: Importance) -> tor
 
 def _depth_units(model: nn.Module, g: DepthGroup) -> list[nn.Module | None]:
     if g.kind == "blocks":
-        return list(model.get_submodule(g.container))
+        blocks = model.get_submodule(g.container)
+        if not isinstance(blocks, Iterable):  # what list() of a non-iterable module raised
+            raise TypeError(f"'{type(blocks).__name__}' object is not iterable")
+        return list(blocks)
     return [_get_optional(model, path) for path in g.units]
 
 
 def _get_optional(model: nn.Module, path: str) -> nn.Module | None:
     parent, _, child = path.rpartition(".")
-    return getattr(model.get_submodule(parent) if parent else model, child)
+    unit: nn.Module | None = getattr(model.get_submodule(parent) if parent else model, child)
+    return unit
 
 
 def resolve_plan(
@@ -228,7 +232,9 @@ def prune(model: nn.Module, plan: PruningPlan, groups: Sequence[Group] | None = 
     """
     groups = groups if groups is not None else groups_of(model)
     plan = resolve_plan(model, plan, groups, criterion)
-    keep = dict(plan.keep)
+    keep = {name: v for name, v in plan.keep.items() if isinstance(v, tuple)}
+    if len(keep) != len(plan.keep):  # resolve_plan leaves no counts
+        raise PlanError("plan still has counts after resolving")
     functional.reset_net(model)
     # Share every tensor in the copy, then replace: peak memory stays near one model plus the pruned one.
     memo = {id(t): t for t in [*model.parameters(), *model.buffers()]}

@@ -51,7 +51,9 @@ class PruningPlan:
     def __post_init__(self) -> None:
         norm: dict[str, int | tuple[int, ...]] = {}
         for name, value in self.keep.items():
-            if isinstance(value, int) and not isinstance(value, bool):
+            if isinstance(value, bool):  # not a count; iterating it raised this TypeError before
+                raise TypeError("'bool' object is not iterable")
+            if isinstance(value, int):
                 norm[name] = int(value)
             else:
                 norm[name] = tuple(sorted(int(i) for i in value))

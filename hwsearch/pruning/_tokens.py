@@ -12,11 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 
 from hwsearch.pruning._groups import DepthGroup, Group, TimeGroup, TokenGroup
+
+if TYPE_CHECKING:
+    from search_spaces._tokens import TokenSelector
 
 __all__ = ["SelectionPoint", "token_schedule", "removed_blocks", "selection_points", "apply_tokens",
            "attach_selector", "block_width", "selectors", "learn_token_scores", "keep_ratio_loss", "TIME_AXIS_LAYOUTS"]
@@ -125,7 +129,7 @@ def block_width(block: nn.Module) -> int:
     raise ValueError("block has no conv or linear layer to read its width from")
 
 
-def selectors(model: nn.Module) -> list[nn.Module]:
+def selectors(model: nn.Module) -> list[TokenSelector]:
     """The token selectors of a pruned model, in module order."""
     from search_spaces._tokens import TokenSelector
 
@@ -181,7 +185,7 @@ def apply_tokens(model: nn.Module, groups: Sequence[Group], keep: Mapping[str, i
                                      channels=block_width(block) if score == LEARNED else None)
             attach_selector(block, selector)
         package = point.package
-    for g in groups:
-        if isinstance(g, TimeGroup) and g.name in keep:
-            v = keep[g.name]
-            model.T = v if isinstance(v, int) else len(v)
+    for group in groups:
+        if isinstance(group, TimeGroup) and group.name in keep:
+            v = keep[group.name]
+            model.T = v if isinstance(v, int) else len(v)  # type: ignore[assignment]  # torch types module attributes as Tensor | Module

@@ -417,7 +417,11 @@ class KnapsackMILP(StepwiseStrategy):
         try:
             for combo in itertools.product(*choices):
                 fixed = {v.name: lv for v, lv in zip(work, combo) if lv}
-                self.problem = replace(p, predict=lambda levels, fixed=fixed: p.predict({**fixed, **levels}))
+
+                def predict(levels: Mapping[str, int], fixed: dict[str, int] = fixed) -> Mapping[str, float]:
+                    return p.predict({**fixed, **levels})
+
+                self.problem = replace(p, predict=predict)
                 model = self._model(items, keys, self._edges(items, keys))
                 if model is None:
                     return None
@@ -428,7 +432,9 @@ class KnapsackMILP(StepwiseStrategy):
         finally:
             self.problem = p
             self._notes[notes:] = list(dict.fromkeys(self._notes[notes:]))
-        rates = lambda lv: sum(p.space[n].rates[x] for n, x in lv.items())  # noqa: E731  (tie-break: least pruning)
+        def rates(lv: Mapping[str, int]) -> float:  # tie-break: least pruning
+            return sum(p.space[n].rates[x] for n, x in lv.items())
+
         return sorted(found.values(), key=lambda s: (s[1], rates(s[0])))[: int(k or self.k)]
 
     def _solve(self, model: _CostModel, loss: Mapping[str, Sequence[float]],
