@@ -31,7 +31,7 @@ __all__ = ["ENTRY_POINT_GROUP", "MODELS", "ConfigError", "ModelConfig", "config_
            "define_config", "ensure_config", "get_config", "list_models", "load_plugins", "reference_lif",
            "register_config"]
 
-# Prunable-group declarations (register into hwsearch.pruning.GROUP_DECLARATIONS).
+# Prunable-group declarations (hwsearch.pruning.register_groups).
 from search_spaces import _spikformer_groups as _spikformer_groups  # noqa: E402
 from search_spaces import _sdt_groups as _sdt_groups  # noqa: E402
 from search_spaces import _qkformer_groups as _qkformer_groups  # noqa: E402

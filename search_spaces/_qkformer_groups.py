@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from hwsearch.pruning._engine import GROUP_DECLARATIONS
+from hwsearch.pruning import register_groups
 from hwsearch.pruning._groups import AttrUpdate, ChannelGroup, DepthGroup, Group, Member
 from search_spaces._spikformer_groups import in_members, module_attr, out_members, submodule, weight_width
 
@@ -153,4 +153,4 @@ def qkformer_groups(model: nn.Module) -> list[Group]:
     return groups
 
 
-GROUP_DECLARATIONS.add("qkformer", qkformer_groups)
+register_groups("qkformer", qkformer_groups)

@@ -125,7 +125,7 @@ def load_plugins() -> list[str]:
 
     Loading the module (or calling the function) must register the family's configurations with
     :func:`register_config` and its prunable groups with
-    ``hwsearch.pruning.GROUP_DECLARATIONS.add(family, declare_fn)``; for the analytic cost model it may
+    ``hwsearch.pruning.register_groups(family, declare_fn)``; for the analytic cost model it may
     add ``costmodels.FAMILY_BUILDERS[family]``. A plug-in that fails to load is logged and skipped; its
     names then stay unknown (the unknown-name error still lists the close matches).
     """

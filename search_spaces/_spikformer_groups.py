@@ -12,7 +12,7 @@ from typing import TypeVar
 import torch
 import torch.nn as nn
 
-from hwsearch.pruning._engine import GROUP_DECLARATIONS
+from hwsearch.pruning import register_groups
 from hwsearch.pruning._groups import AttrUpdate, ChannelGroup, DepthGroup, Group, Member
 
 __all__ = ["spikformer_groups", "out_members", "in_members", "norm_members", "module_attr", "submodule", "weight_width"]
@@ -129,4 +129,4 @@ def spikformer_groups(model: nn.Module) -> list[Group]:
     return groups
 
 
-GROUP_DECLARATIONS.add("spikformer", spikformer_groups)
+register_groups("spikformer", spikformer_groups)

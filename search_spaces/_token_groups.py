@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from hwsearch.pruning._engine import TOKEN_DECLARATIONS
+from hwsearch.pruning import register_groups
 from hwsearch.pruning._groups import Group, TimeGroup, TokenGroup
 from hwsearch.pruning._tokens import TIME_AXIS_LAYOUTS
 from search_spaces._spikformer_groups import module_attr, submodule
@@ -58,4 +58,4 @@ def token_groups(model: nn.Module) -> list[Group]:
 
 
 for _family in ("spikformer", "sdt", "qkformer"):
-    TOKEN_DECLARATIONS.add(_family, token_groups)
+    register_groups(_family, token_groups, kind="tokens")

@@ -22,12 +22,29 @@ from hwsearch.pruning._plan import PlanError, PruningPlan
 from hwsearch.pruning._tokens import apply_tokens
 from hwsearch.registry import Registry
 
-__all__ = ["GROUP_DECLARATIONS", "TOKEN_DECLARATIONS", "groups_of", "validate_plan", "resolve_plan", "prune", "topk_units", "full_plan"]
+__all__ = ["GROUP_DECLARATIONS", "TOKEN_DECLARATIONS", "register_groups", "groups_of", "validate_plan", "resolve_plan", "prune", "topk_units", "full_plan"]
 
 #: family name -> function declaring the prunable groups of an (unpruned) model of that family.
 GROUP_DECLARATIONS: Registry[Callable[[nn.Module], Sequence[Group]]] = Registry("family", list_command="hwsearch models")
 #: family name -> function declaring the token groups (and the T group) of an unpruned model of that family.
 TOKEN_DECLARATIONS: Registry[Callable[[nn.Module], Sequence[Group]]] = Registry("token family", list_command="hwsearch models")
+
+
+GroupDeclaration = Callable[[nn.Module], Sequence[Group]]
+
+
+def register_groups(family: str, declare: GroupDeclaration, *, kind: str = "weights") -> GroupDeclaration:
+    """Declare the prunable groups of a model family: the public way to add a family's groups.
+
+    ``declare(model)`` returns the groups of an unpruned model of ``family``. ``kind="weights"``: its
+    channel and depth groups (one declaration per family); ``kind="tokens"``: its token groups and T
+    group, appended to them. A second declaration of the same family and kind raises. Returns ``declare``.
+    """
+    registries = {"weights": GROUP_DECLARATIONS, "tokens": TOKEN_DECLARATIONS}
+    if kind not in registries:
+        raise ValueError(f"unknown group kind {kind!r}; expected one of {sorted(registries)}")
+    registries[kind].add(family, declare)
+    return declare
 
 
 def groups_of(model: nn.Module) -> list[Group]:

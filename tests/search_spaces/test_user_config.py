@@ -78,7 +78,7 @@ def test_names_cannot_shadow_or_change() -> None:
 PLUGIN = '''
 """A plug-in family for hwsearch: a Spikformer variant registered through the entry point."""
 from costmodels import FAMILY_BUILDERS
-from hwsearch.pruning import GROUP_DECLARATIONS
+from hwsearch.pruning import register_groups
 from search_spaces import ModelConfig, register_config
 from search_spaces._spikformer_groups import spikformer_groups
 from search_spaces.spikformer import SpikformerCIFAR
@@ -94,7 +94,7 @@ def register():
         kwargs=dict(img_size=32, patch_size=4, in_channels=3, num_classes=10, embed_dim=32, num_heads=2,
                     mlp_ratio=4.0, depth=1, T=2),
         input_shape=(3, 32, 32), description="plug-in test family"))
-    GROUP_DECLARATIONS.add("tinyformer", spikformer_groups)
+    register_groups("tinyformer", spikformer_groups)
     FAMILY_BUILDERS["tinyformer"] = FAMILY_BUILDERS["spikformer"]
 '''
 

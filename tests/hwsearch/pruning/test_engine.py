@@ -212,3 +212,13 @@ def test_save_and_load_pruned_round_trip(tmp_path) -> None:
     assert again.block[1].mlp is None
     with torch.no_grad():
         assert torch.equal(again(x), pruned(x))
+
+
+def test_register_groups_is_the_public_declaration_api() -> None:
+    from hwsearch.pruning import register_groups
+    from search_spaces._spikformer_groups import spikformer_groups
+
+    with pytest.raises(ValueError, match="unknown group kind"):
+        register_groups("somefamily", spikformer_groups, kind="heads")
+    with pytest.raises(ValueError, match="spikformer"):  # one declaration per family and kind
+        register_groups("spikformer", spikformer_groups)
