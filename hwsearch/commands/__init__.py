@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from hwsearch.commands._base import Command, CommandLike
-from costmodels._command import COSTMODELS_COMMAND
+from hwsearch.commands._base import Command
+from hwsearch.commands.costmodels import COSTMODELS_COMMAND
 from hwsearch.commands.compare import COMPARE
 from hwsearch.commands.cost import COST
 from hwsearch.commands.criteria import CRITERIA_COMMAND
@@ -17,6 +17,6 @@ from hwsearch.commands.sensitivity import SENSITIVITY
 from hwsearch.commands.strategies import STRATEGIES_COMMAND
 from hwsearch.commands.train import TRAIN
 
-COMMANDS: tuple[CommandLike, ...] = (RUN, COMPARE, SENSITIVITY, MODELS_COMMAND, EVALUATE, TRAIN, FINETUNE, GROUPS, PRUNE, COST, STRATEGIES_COMMAND, COSTMODELS_COMMAND, CRITERIA_COMMAND)
+COMMANDS: tuple[Command, ...] = (RUN, COMPARE, SENSITIVITY, MODELS_COMMAND, EVALUATE, TRAIN, FINETUNE, GROUPS, PRUNE, COST, STRATEGIES_COMMAND, COSTMODELS_COMMAND, CRITERIA_COMMAND)
 
-__all__ = ["COMMANDS", "Command", "CommandLike"]
+__all__ = ["COMMANDS", "Command"]

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from hwsearch.errors import UserError
 from hwsearch.study import Study, default_study_path, load_study
@@ -15,7 +15,7 @@ from hwsearch.study import Study, default_study_path, load_study
 if TYPE_CHECKING:
     import torch.nn as nn  # only for annotations: the CLI parses its arguments without importing torch
 
-__all__ = ["Command", "CommandLike", "add_study_argument", "study_from_args", "add_model_dir_argument", "pruned_from_args"]
+__all__ = ["Command", "add_study_argument", "study_from_args", "add_model_dir_argument", "pruned_from_args"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -24,23 +24,6 @@ class Command:
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int]
-
-
-class CommandLike(Protocol):
-    """What the CLI reads of a sub-command: a :class:`Command`, or one of the same shape defined where
-    importing :class:`Command` would be circular (``costmodels._command.COSTMODELS_COMMAND``)."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def help(self) -> str: ...
-
-    @property
-    def add_arguments(self) -> Callable[[argparse.ArgumentParser], None]: ...
-
-    @property
-    def run(self) -> Callable[[argparse.Namespace], int]: ...
 
 
 def add_study_argument(p: argparse.ArgumentParser) -> None:

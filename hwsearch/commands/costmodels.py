@@ -1,24 +1,11 @@
-"""``hwsearch costmodels [PATTERN]``: the registered cost models (add ``COSTMODELS_COMMAND`` to the CLI)."""
+"""``hwsearch costmodels [PATTERN]``: the registered cost models, their parameters and what each gives a search."""
 
 from __future__ import annotations
 
 import argparse
 import inspect
-from collections.abc import Callable
-from dataclasses import dataclass
 
-__all__ = ["COSTMODELS_COMMAND"]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Command:
-    """Same shape as :class:`hwsearch.commands.Command` (so a :class:`hwsearch.commands.CommandLike`);
-    importing that here would be circular (``hwsearch.commands`` imports this module)."""
-
-    name: str
-    help: str
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], int]
+from hwsearch.commands._base import Command
 
 
 def _add(p: argparse.ArgumentParser) -> None:
@@ -43,5 +30,5 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-COSTMODELS_COMMAND = _Command(name="costmodels", help="list the registered cost models and their parameters",
-                              add_arguments=_add, run=_run)
+COSTMODELS_COMMAND = Command(name="costmodels", help="list the registered cost models and their parameters",
+                             add_arguments=_add, run=_run)
