@@ -76,11 +76,12 @@ def release_free_heap(min_mb: float = RELEASE_MIN_MB) -> bool:
     return HeapReleaser(min_mb)()
 
 
-_BETWEEN_BATCHES: list[HeapReleaser] = []
+@functools.cache
+def _between_batches() -> HeapReleaser:
+    """The process's one releaser between evaluation batches (it remembers when it last trimmed)."""
+    return HeapReleaser(RELEASE_MIN_MB, every_s=TRIM_EVERY_S)
 
 
 def release_heap_between_batches() -> bool:
     """Between evaluation batches: trim when over :data:`RELEASE_MIN_MB` held, at most every :data:`TRIM_EVERY_S`."""
-    if not _BETWEEN_BATCHES:
-        _BETWEEN_BATCHES.append(HeapReleaser(RELEASE_MIN_MB, every_s=TRIM_EVERY_S))
-    return _BETWEEN_BATCHES[0]()
+    return _between_batches()()
