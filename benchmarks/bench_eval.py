@@ -29,7 +29,6 @@ import platform
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -68,10 +67,10 @@ class PeakRSS:
 
 
 def _demo(args: argparse.Namespace) -> dict[str, object]:
-    from hwsearch.driver import prepare
-    from hwsearch.evaluation import Evaluator
-    from hwsearch.results import Candidate
-    from hwsearch.sensitivity import sensitivity_candidates
+    from hwsearch.search.session import prepare
+    from hwsearch.search.evaluation import Evaluator
+    from hwsearch.search.results import Candidate
+    from hwsearch.search.sensitivity import sensitivity_candidates
     from search_spaces import reference_lif
 
     setup = prepare(ROOT / "studies" / "demo.toml", run_dir=tempfile.mkdtemp(prefix="bench-eval-"), progress=False,
@@ -132,7 +131,7 @@ def _big(args: argparse.Namespace) -> dict[str, object]:
 
     from hwsearch.data import build_dataset, stream_batches
     from hwsearch.heap import release_free_heap
-    from hwsearch.metrics import correct_per_batch
+    from hwsearch.search.metrics import correct_per_batch
     from hwsearch.testing.calibrate import calibrate_bn, firing_rates
     from search_spaces import create_model
 

@@ -24,9 +24,9 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from hwsearch.driver import prepare
-    from hwsearch.results import Candidate
-    from hwsearch.runners import RayRunner, SerialRunner
+    from hwsearch.search.session import prepare
+    from hwsearch.search.results import Candidate
+    from hwsearch.search.runners import RayRunner, SerialRunner
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--study", default="studies/demo.toml")
@@ -97,12 +97,12 @@ def _greedy(study: str, workers: int) -> dict[str, object]:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-ray-greedy-"))
     kw = dict(strategy="prioritized", constraints={"param_mb": "none"}, progress=False)
-    hwsearch.search(study, out=tmp / "warm", **kw)  # computes (or reuses) the shared profile
+    hwsearch.run(study, out=tmp / "warm", **kw)  # computes (or reuses) the shared profile
     t0 = time.perf_counter()
-    serial = hwsearch.search(study, out=tmp / "serial", **kw)
+    serial = hwsearch.run(study, out=tmp / "serial", **kw)
     t_serial = time.perf_counter() - t0
     t0 = time.perf_counter()
-    parallel = hwsearch.search(study, out=tmp / "ray", workers=workers, **kw)
+    parallel = hwsearch.run(study, out=tmp / "ray", workers=workers, **kw)
     t_ray = time.perf_counter() - t0
     same = serial.best is not None and parallel.best is not None and serial.best.candidate.key == parallel.best.candidate.key
     print(f"prioritized run, serial       {t_serial:.1f} s wall, {serial.evaluations} evaluations")

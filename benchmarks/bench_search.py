@@ -34,12 +34,12 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from hwsearch.driver import prepare  # noqa: E402
-from hwsearch.loop import run_strategy  # noqa: E402
-from hwsearch.profiling import ensure_profile  # noqa: E402
-from hwsearch.results import Result, select_best  # noqa: E402
-from hwsearch.runners import SerialRunner  # noqa: E402
-from hwsearch.strategies import create_strategy  # noqa: E402
+from hwsearch.search.session import prepare  # noqa: E402
+from hwsearch.search.loop import run_strategy  # noqa: E402
+from hwsearch.search.profiling import ensure_profile  # noqa: E402
+from hwsearch.search.results import Result, select_best  # noqa: E402
+from hwsearch.search.runners import SerialRunner  # noqa: E402
+from hwsearch.search.strategies import create_strategy  # noqa: E402
 
 DETERMINISTIC = ("prioritized", "sensitivity", "knapsack", "analytic")
 GLOBAL = ("local", "tpe", "nsga2", "random")

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import hwsearch  # noqa: E402
-from hwsearch.space import DEFAULT_AXES  # noqa: E402
+from hwsearch.search.encoding import DEFAULT_AXES  # noqa: E402
 
 AXES = {
     "channel": tuple(DEFAULT_AXES),
@@ -60,7 +60,7 @@ def _accuracies(setup, model) -> dict[str, float]:
 
 def run_axes(label: str, axes: tuple[str, ...], budget_g: float, args: argparse.Namespace, out: Path,
              warm: list[dict[str, int]]) -> dict:
-    from hwsearch.driver import prepare
+    from hwsearch.search.session import prepare
     from hwsearch.finetune import finetune
     from hwsearch.pruning import load_pruned
     from hwsearch.study import default_study_path, load_study
@@ -68,10 +68,10 @@ def run_axes(label: str, axes: tuple[str, ...], budget_g: float, args: argparse.
     study = load_study(default_study_path())
     cons = {"macs_g": budget_g, "param_mb": "none", "max_acc_drop": "none"}  # the most accurate within the MACs
     t0 = time.perf_counter()
-    knap = hwsearch.search(study, strategy="knapsack", constraints=cons, axes=axes, out=out / f"{label}-knapsack",
+    knap = hwsearch.run(study, strategy="knapsack", constraints=cons, axes=axes, out=out / f"{label}-knapsack",
                            progress=False)
     starts = ([dict(knap.best.candidate.levels)] if knap.best else []) + warm
-    res = hwsearch.search(study, strategy="local", constraints=cons, axes=axes, out=out / f"{label}-local",
+    res = hwsearch.run(study, strategy="local", constraints=cons, axes=axes, out=out / f"{label}-local",
                           trials=args.local_evals, warm_start=starts, progress=False)
     search_s = time.perf_counter() - t0
     if res.best is None:
@@ -104,7 +104,7 @@ def main() -> None:
     ap.add_argument("--previous", default=None, help="a log of an earlier run: its JSON rows are reused")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    from hwsearch.driver import prepare
+    from hwsearch.search.session import prepare
     from hwsearch.study import default_study_path, load_study
 
     study = load_study(default_study_path())

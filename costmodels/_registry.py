@@ -27,7 +27,7 @@ class CostModel(Protocol):
     pruned to ``widths``; groups not named keep every unit. Constructors are keyword-only and store
     their arguments unchanged (so a study spec can rebuild the same cost model).
 
-    What a search asks of it (``hwsearch.costing``, one interface for every registered model):
+    What a search asks of it (``hwsearch.search.costing``, one interface for every registered model):
 
     * ``provides``: the ``Result.costs`` keys it gives a search (``param_mb``, ``macs_g``, ``act_mb``,
       ``sops_g``, ``energy_mj``, ``latency_ms``, ...; units in the names);

@@ -33,7 +33,7 @@ from spikingjelly.activation_based import functional
 
 from hwsearch.atomic import atomic_write_text
 from hwsearch.errors import UserError
-from hwsearch.metrics import top1_accuracy
+from hwsearch.search.metrics import top1_accuracy
 from hwsearch.progress import progress_bar
 from hwsearch.pruning._tokens import keep_ratio_loss, learn_token_scores, selectors
 from hwsearch.study import Study
@@ -253,13 +253,13 @@ def finetune_run(study: Study, run_dir: Path, *, top: int = 1, out: str | Path |
     """Fine-tune a run directory's answer and the ``top - 1`` plans after it; add them to its report.
 
     The answer ``best/`` goes to ``best-finetuned/`` (or ``out``); each runner-up ``pareto/<key>/``
-    (:mod:`hwsearch.runplans`: the feasible Pareto front first, then plans that miss only the drop
+    (:mod:`hwsearch.reports.runplans`: the feasible Pareto front first, then plans that miss only the drop
     limit) has its pruned model built there and goes to ``pareto/<key>-finetuned/``. A folder holding
     a stopped fine-tuning run continues it when ``resume``. ``settings``: :func:`finetune`'s
     (``epochs``, ``loss``, ``lr``, ...). Returns one result per model, the answer first.
     """
-    from hwsearch.report import append_finetune_section
-    from hwsearch.runplans import materialize, runner_up_dirs
+    from hwsearch.reports.report import append_finetune_section
+    from hwsearch.reports.runplans import materialize, runner_up_dirs
 
     if top < 1:
         raise UserError(f"--top must be at least 1, got {top}")

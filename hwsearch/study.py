@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from hwsearch.errors import StudyError
-from hwsearch.results import Constraints
+from hwsearch.search.results import Constraints
 
 __all__ = ["Study", "DataSpec", "Constraints", "TrainSpec", "SearchSpec", "PRIORS", "load_study", "default_study_path"]
 

@@ -23,7 +23,7 @@ from hwsearch.progress import progress_bar
 
 from hwsearch.checkpoints import save_checkpoint
 from hwsearch.loading import study_dataset
-from hwsearch.metrics import top1_accuracy
+from hwsearch.search.metrics import top1_accuracy
 from hwsearch.study import Study
 
 __all__ = ["TrainResult", "train_model", "random_shift"]

@@ -12,7 +12,7 @@ __all__ = ["ComputeSettings", "add_compute_options", "compute_from_args", "compu
 
 
 class ComputeSettings(TypedDict):
-    """The keyword arguments :func:`compute_settings` gives :func:`hwsearch.driver.prepare`."""
+    """The keyword arguments :func:`compute_settings` gives :func:`hwsearch.search.session.prepare`."""
 
     threads: int | None
     device: str | None
@@ -34,5 +34,5 @@ def compute_from_args(args: argparse.Namespace) -> Compute:
 
 
 def compute_settings(args: argparse.Namespace) -> ComputeSettings:
-    """``threads`` (None: measured default) and ``device`` for :func:`hwsearch.driver.prepare`, unresolved."""
+    """``threads`` (None: measured default) and ``device`` for :func:`hwsearch.search.session.prepare`, unresolved."""
     return {"threads": getattr(args, "threads", None), "device": getattr(args, "device", None)}

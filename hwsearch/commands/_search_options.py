@@ -9,8 +9,8 @@ from typing import Any
 
 from hwsearch.commands._values import count, positive_int, rate_list
 from hwsearch.errors import UserError
-from hwsearch.results import OBJECTIVES
-from hwsearch.space import ALL_AXES, DEFAULT_AXES, DEFAULT_RATES
+from hwsearch.search.results import OBJECTIVES
+from hwsearch.search.encoding import ALL_AXES, DEFAULT_AXES, DEFAULT_RATES
 from hwsearch.study import PRIORS
 
 __all__ = ["add_search_options", "constraints_from_args", "rates_from_args", "axes_from_args", "search_settings"]

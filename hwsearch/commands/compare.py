@@ -43,14 +43,14 @@ def _run(args: argparse.Namespace) -> int:
         from hwsearch.errors import UserError
 
         raise UserError(f"--strategies {args.strategies!r} names no strategy; e.g. --strategies prioritized,tpe")
-    from hwsearch.strategies import STRATEGIES
+    from hwsearch.search.strategies import STRATEGIES
 
     for name in names:
         STRATEGIES.get(name)  # unknown names fail before any work, with close matches
     check_search_args(args, out)
     import pandas as pd
 
-    from hwsearch.driver import compare  # torch and the models: only once the input is known to be good
+    from hwsearch.comparison import compare  # torch and the models: only once the input is known to be good
 
     frame, runs = compare(study, strategies=names, eval_budget=args.eval_budget, constraints=constraints_from_args(args),
                           workers=args.workers, ray_address=args.ray_address, seed=args.seed, out=out,

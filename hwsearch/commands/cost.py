@@ -39,7 +39,7 @@ def _run(args: argparse.Namespace) -> int:
     from hwsearch.loading import load_study_model, study_dataset
     from costmodels import plan_widths
     from hwsearch.pruning import PlanError, PruningPlan, groups_of, prune, resolve_plan
-    from hwsearch.report import plan_token_flow
+    from hwsearch.reports.report import plan_token_flow
 
     study = study_from_args(args)
     dtype = args.dtype or study.constraints.dtype

@@ -24,7 +24,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{name:<{width}}  {summary}")
         print(f"{'':<{width}}  parameters: {params}")
         provides = getattr(cls, "provides", ())
-        if provides:  # what a search asks it for (hwsearch.costing)
+        if provides:  # what a search asks it for (hwsearch.search.costing)
             how = "measured on each candidate's own forward" if getattr(cls, "needs_forward", False) else "predicted"
             print(f"{'':<{width}}  in a search: {', '.join(provides)} ({how})")
     return 0

@@ -26,7 +26,7 @@ def _add(p: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> int:
     from hwsearch.data import stream_batches
     from hwsearch.loading import load_study_model, study_dataset
-    from hwsearch.metrics import count_params, measure_firing_rates, param_memory_mb, top1_accuracy
+    from hwsearch.search.metrics import count_params, measure_firing_rates, param_memory_mb, top1_accuracy
 
     study = study_from_args(args)
     compute = compute_from_args(args)

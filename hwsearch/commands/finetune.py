@@ -41,7 +41,7 @@ def _add(p: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from hwsearch.errors import UserError
-    from hwsearch.runplans import RANKING_FILE, runner_up_dirs
+    from hwsearch.reports.runplans import RANKING_FILE, runner_up_dirs
 
     run_dir: Path = args.run_dir
     is_run = (run_dir / "best").is_dir()

@@ -88,7 +88,7 @@ def resume_command(run_dir: Path, argv: list[str]) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from hwsearch.strategies import STRATEGIES
+    from hwsearch.search.strategies import STRATEGIES
 
     study = study_from_args(args)
     strategy = args.strategy or study.search.strategy
@@ -103,16 +103,17 @@ def _run(args: argparse.Namespace) -> int:
         from hwsearch.errors import UserError
 
         raise UserError(f"--warm-start {args.warm_start}: no trials.csv there; pass the directory of a finished run")
-    from hwsearch.driver import prepare, search  # torch and the models: only once the input is known to be good
+    from hwsearch.runs import run  # torch and the models: only once the input is known to be good
+    from hwsearch.search.session import prepare
     setup = prepare(study, constraints=constraints_from_args(args), axes=axes_from_args(args), rates=rates_from_args(args),
                     criterion=args.criterion, eval_subset=args.eval_subset, run_dir=out, storage=args.storage,
                     progress=not args.quiet, **search_settings(args), **compute_settings(args))
     params = {}
     if args.warm_start is not None:
         params["warm_start"] = warm_start_levels(args.warm_start, setup.space)
-    res = search(study, strategy=strategy, trials=args.trials, workers=args.workers, ray_address=args.ray_address,
-                 seed=args.seed, resume=args.resume, sensitivity_file=args.sensitivity, progress=not args.quiet,
-                 strategy_params=params, setup=setup)
+    res = run(study, strategy=strategy, trials=args.trials, workers=args.workers, ray_address=args.ray_address,
+              seed=args.seed, resume=args.resume, sensitivity_file=args.sensitivity, progress=not args.quiet,
+              strategy_params=params, setup=setup)
     base, best = res.baseline, res.best
     print(f"run directory  {res.run_dir}")
     print(f"evaluations    {res.evaluations} new in {res.seconds:.1f} s (shared profile: {res.profile_evaluations} new, "
@@ -129,7 +130,7 @@ def _run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return interrupts.exit_code()
     if best is None:
-        from hwsearch.costing import METRICS
+        from hwsearch.search.costing import METRICS
 
         given = [str(METRICS[k].flag) for k in setup.constraints.budgets()]
         print(f"no evaluated candidate met every constraint (see report.md); relax {' or '.join(given + ['--max-acc-drop'])}")

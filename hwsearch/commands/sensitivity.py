@@ -23,10 +23,10 @@ def _run(args: argparse.Namespace) -> int:
     check_search_args(args, out)
     import pandas as pd
 
-    from hwsearch.driver import prepare  # torch and the models: only once the input is known to be good
-    from hwsearch.profiling import ensure_profile
-    from hwsearch.results import BUDGET_KEYS
-    from hwsearch.runners import make_runner
+    from hwsearch.search.session import prepare  # torch and the models: only once the input is known to be good
+    from hwsearch.search.profiling import ensure_profile
+    from hwsearch.search.results import BUDGET_KEYS
+    from hwsearch.search.runners import make_runner
 
     no_budget = {k: "none" for k in BUDGET_KEYS}  # a profile has no cost budget
     setup = prepare(study, constraints=no_budget, axes=axes_from_args(args), rates=rates_from_args(args), criterion=args.criterion,

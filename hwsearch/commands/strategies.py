@@ -13,7 +13,7 @@ def _add(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from hwsearch.strategies import STRATEGIES
+    from hwsearch.search.strategies import STRATEGIES
 
     for name in STRATEGIES.list_or_raise(args.pattern):
         cls = STRATEGIES.get(name)

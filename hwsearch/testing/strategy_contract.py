@@ -13,7 +13,7 @@ identically configured strategies (like Optuna's ``optuna/testing/pytest_sampler
 The tests run on :func:`toy_problem`, a 4-variable x 4-level space (256 candidates) with a closed-form
 linear cost model and a closed-form accuracy (:func:`toy_accuracy`), so the feasible region under any
 budget is known by enumeration (:func:`feasible_region`). :func:`drive` is the search loop
-(``hwsearch.loop.run_strategy``) without storage or runners: ask up to the free slots, queue every asked
+(``hwsearch.search.loop.run_strategy``) without storage or runners: ask up to the free slots, queue every asked
 candidate, and when its turn comes tell it a known result (the shared history, an earlier tell, or an
 interrupted run's stored result, which is how a resumed run replays) or evaluate it.
 """
@@ -28,9 +28,9 @@ from typing import Any
 
 import pytest
 
-from hwsearch.results import Candidate, Constraints, Result, select_best
-from hwsearch.space import SearchSpace, Variable
-from hwsearch.strategies import Problem, Strategy
+from hwsearch.search.results import Candidate, Constraints, Result, select_best
+from hwsearch.search.encoding import PlanEncoding, Variable
+from hwsearch.search.strategies import Problem, Strategy
 
 __all__ = [
     "TOY_BASELINE_ACCURACY", "AccuracyFn", "StrategyContract", "all_levels", "best_of", "check_candidate", "drive",
@@ -53,14 +53,14 @@ _TOY_FIXED_MACS = 2_000_000
 _TOY_ACT_BYTES_PER_UNIT = 4 * 64 // 8  # T=4 steps x 64 tokens, one bit per spike
 
 
-def toy_space() -> SearchSpace:
+def toy_space() -> PlanEncoding:
     """The toy search space: 4 variables, 4 levels each (0 = unpruned), 256 candidates."""
     variables = [
         Variable(name=name, kind=kind, width=levels[0], levels=levels,
                  rates=tuple(1.0 - c / levels[0] for c in levels), params=per_unit * levels[0], order=i)
         for i, (name, kind, levels, per_unit, _, _) in enumerate(_TOY)
     ]
-    return SearchSpace(model="toy", variables=variables, checkpoint_sha256="toy")
+    return PlanEncoding(model="toy", variables=variables, checkpoint_sha256="toy")
 
 
 def _toy_costs(levels: Mapping[str, int]) -> dict[str, float]:
@@ -96,7 +96,7 @@ def toy_problem(*, param_mb: float | None = 0.34, macs_g: float | None = None, a
                    sensitivity=sensitivity, objectives=tuple(objectives))
 
 
-def all_levels(space: SearchSpace) -> list[dict[str, int]]:
+def all_levels(space: PlanEncoding) -> list[dict[str, int]]:
     """Every candidate of a (small) space, as full level maps."""
     names = space.names()
     return [dict(zip(names, combo, strict=True))
@@ -132,7 +132,7 @@ def evaluate(problem: Problem, candidate: Candidate, accuracy_fn: AccuracyFn) ->
                   violations=problem.constraints.violations(costs, drop))
 
 
-def check_candidate(space: SearchSpace, candidate: object) -> None:
+def check_candidate(space: PlanEncoding, candidate: object) -> None:
     """Assert that ``candidate`` is a Candidate of ``space``: known variables, levels in range."""
     assert isinstance(candidate, Candidate), f"ask returned {type(candidate).__name__}, not Candidate"
     for name, lv in candidate.levels.items():
@@ -205,10 +205,10 @@ def _trace(results: Sequence[Result]) -> list[tuple[str, str, str]]:
 
 def with_sensitivity(problem: Problem, accuracy_fn: AccuracyFn = toy_accuracy, *, prior: str = "exclude") -> Problem:
     """``problem`` as the driver hands it to strategies: the shared profile (each variable alone at each
-    level) as sensitivity table, as the :class:`~hwsearch.prior.Prior` and as known history."""
-    from hwsearch.prior import Prior
-    from hwsearch.sensitivity import SensitivityMeta, SensitivityTable
-    from hwsearch.strategies._profile import ProfileAll
+    level) as sensitivity table, as the :class:`~hwsearch.search.prior.Prior` and as known history."""
+    from hwsearch.search.prior import Prior
+    from hwsearch.search.sensitivity import SensitivityMeta, SensitivityTable
+    from hwsearch.search.strategies._profile import ProfileAll
 
     profile = drive(ProfileAll(), replace(problem, eval_budget=None), accuracy_fn)
     meta = SensitivityMeta(model=problem.space.model, checkpoint_sha256=problem.space.checkpoint_sha256,
@@ -239,7 +239,7 @@ _DEMO_FIXED_PARAMS = 33_000
 _DEMO_RATES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
-def demo_like_space() -> SearchSpace:
+def demo_like_space() -> PlanEncoding:
     """Nine groups like the demo Spikformer: three cheap, catastrophic SPS groups, six block groups."""
     variables = []
     for i, (name, kind, width, per_unit, _) in enumerate(_DEMO):
@@ -250,7 +250,7 @@ def demo_like_space() -> SearchSpace:
                 levels.append(kept)
         variables.append(Variable(name=name, kind=kind, width=width, levels=tuple(levels),
                                   rates=tuple(1.0 - c / width for c in levels), params=per_unit * width, order=i))
-    return SearchSpace(model="demo-like", variables=variables, checkpoint_sha256="demo-like")
+    return PlanEncoding(model="demo-like", variables=variables, checkpoint_sha256="demo-like")
 
 
 def _demo_costs(levels: Mapping[str, int]) -> dict[str, float]:

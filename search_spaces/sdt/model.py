@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from search_spaces._layers import lif
 from search_spaces.sdt.layers import MSBlock, MSSPS, SPIKE_MODES, _neuron
 
 __all__ = ["SpikeDrivenTransformer"]

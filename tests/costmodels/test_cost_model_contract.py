@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from costmodels import COST_MODELS, create_cost_model, plan_widths
-from hwsearch.costing import METRICS, metrics_of
+from hwsearch.search.costing import METRICS, metrics_of
 from hwsearch.pruning import Group, PruningPlan, groups_of, prune, resolve_plan
 from hwsearch.testing import calibrate_bn
 from hwsearch.testing.groups import random_plan, weight_groups

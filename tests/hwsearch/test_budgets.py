@@ -26,7 +26,7 @@ from hwsearch.cli import main
 from hwsearch.data import make_loader
 from hwsearch.loading import study_dataset
 from hwsearch.pruning import load_pruned
-from hwsearch.results import Constraints
+from hwsearch.search.results import Constraints
 from search_spaces import get_config
 
 SOP_BUDGET_G = 0.0033  # the unpruned demo needs 0.00373 G SOPs per image on the eval slice: it is over

@@ -11,7 +11,7 @@ import torch
 from hwsearch.cli import main
 from hwsearch.devices import Compute, default_threads, resolve_device
 from hwsearch.errors import UserError
-from hwsearch.runners._ray import _actor_resources
+from hwsearch.search.runners._ray import _actor_resources
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -94,7 +94,7 @@ def test_evaluate_with_threads_and_device(capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_prepare_applies_threads_and_device(quick_study_path, tmp_path) -> None:  # noqa: ANN001
-    from hwsearch.driver import prepare
+    from hwsearch.search.session import prepare
 
     setup = prepare(quick_study_path, run_dir=tmp_path, progress=False, threads=1, device="cpu", eval_subset=60)
     assert (setup.spec.threads, setup.spec.device, setup.threads) == (1, "cpu", 1)
@@ -103,9 +103,9 @@ def test_prepare_applies_threads_and_device(quick_study_path, tmp_path) -> None:
 
 @needs_cuda
 def test_gpu_evaluator_matches_cpu(quick_study_path, tmp_path) -> None:  # noqa: ANN001
-    from hwsearch.driver import prepare
-    from hwsearch.evaluation import Evaluator
-    from hwsearch.results import Candidate
+    from hwsearch.search.session import prepare
+    from hwsearch.search.evaluation import Evaluator
+    from hwsearch.search.results import Candidate
 
     setup = prepare(quick_study_path, run_dir=tmp_path, progress=False, device="cuda", eval_subset=120)
     assert setup.local.device.type == "cuda" and next(setup.local.model.parameters()).device.type == "cpu"

@@ -220,7 +220,7 @@ def test_bad_ray_options_fail_at_once_with_one_line(argv: list[str], needle: str
 
 def test_ray_options_checked_in_process() -> None:
     from hwsearch.errors import UserError
-    from hwsearch.runners import check_workers
+    from hwsearch.search.runners import check_workers
 
     with pytest.raises(UserError, match="is not HOST:PORT"):
         check_workers(2, "nonsense")

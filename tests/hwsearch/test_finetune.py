@@ -84,7 +84,7 @@ def test_deterministic_and_resumable_after_sigkill(tiny_study: Path, pruned_dir:
 def test_run_then_finetune_top_k_adds_a_row_per_model(tiny_study: Path, tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
-    res = hwsearch.search(tiny_study, strategy="prioritized", out=run, constraints={"param_mb": 0.5}, **QUICK)
+    res = hwsearch.run(tiny_study, strategy="prioritized", out=run, constraints={"param_mb": 0.5}, **QUICK)
     assert res.best is not None
     ranking = json.loads((run / "pareto" / "ranking.json").read_text())
     assert len(ranking) == 1 and ranking[0] != res.best.candidate.key  # the plan after the answer

@@ -9,8 +9,8 @@ import pytest
 
 import hwsearch
 from hwsearch.errors import UserError
-from hwsearch.halving import MIN_RUNG_POPULATION, Halving, stage_boundaries
-from hwsearch.results import Candidate, Result
+from hwsearch.search.halving import MIN_RUNG_POPULATION, Halving, stage_boundaries
+from hwsearch.search.results import Candidate, Result
 
 QUICK = dict(rates=(0.25, 0.5), eval_subset=60, progress=False, confirm_top=1)
 
@@ -45,7 +45,7 @@ def test_eta_below_two_is_refused() -> None:
 
 def test_search_halves_sampled_candidates_below_the_bar(quick_study_path: Path, tmp_path: Path) -> None:
     # 60 eval images staged 30 + 30: one rung at 30 images; a loose drop limit so only halving stops
-    res = hwsearch.search(quick_study_path, strategy="random", trials=10, out=tmp_path / "h", seed=0, halving=2,
+    res = hwsearch.run(quick_study_path, strategy="random", trials=10, out=tmp_path / "h", seed=0, halving=2,
                           constraints={"param_mb": 0.6, "max_acc_drop": 60.0}, **QUICK)
     own = [r for r in res.results if r.candidate.tag != "profile"]
     halved = [r for r in own if r.halved]
@@ -73,9 +73,9 @@ def test_search_halves_sampled_candidates_below_the_bar(quick_study_path: Path, 
 
 
 def test_procedures_and_cost_objectives_are_never_halved(quick_study_path: Path, tmp_path: Path) -> None:
-    greedy = hwsearch.search(quick_study_path, strategy="prioritized", out=tmp_path / "p", halving=2,
+    greedy = hwsearch.run(quick_study_path, strategy="prioritized", out=tmp_path / "p", halving=2,
                              constraints={"param_mb": 0.6, "max_acc_drop": 60.0}, **QUICK)
     assert greedy.results and not any(r.halved for r in greedy.results)
-    saving = hwsearch.search(quick_study_path, strategy="random", trials=6, out=tmp_path / "s", halving=2,
+    saving = hwsearch.run(quick_study_path, strategy="random", trials=6, out=tmp_path / "s", halving=2,
                              constraints={"param_mb": "none", "max_acc_drop": 60.0}, **QUICK)
     assert saving.objective == "param_mb" and not any(r.halved for r in saving.results)

@@ -1,4 +1,4 @@
-"""Prefix reuse (hwsearch/prefix.py): replayed prefixes give a full forward's logits and spikes, bit for bit.
+"""Prefix reuse (hwsearch/search/prefix.py): replayed prefixes give a full forward's logits and spikes, bit for bit.
 
 Models are random and BN-calibrated so that every LIF fires (a fresh SViT is silent and would prove
 nothing); the pruned model is compared with itself run in full, with ``torch.equal``.
@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import functional, monitor, neuron
 
-from hwsearch.prefix import PrefixCache, pack, prefix_length, touched_modules, trace_chain
+from hwsearch.search.prefix import PrefixCache, pack, prefix_length, touched_modules, trace_chain
 from hwsearch.pruning import PruningPlan, groups_of, prune, resolve_plan
 from hwsearch.testing.calibrate import calibrate_bn, firing_rates
 from search_spaces import create_model
@@ -145,7 +145,7 @@ def test_budget_full_stores_nothing_more() -> None:
 
 @pytest.fixture(scope="module")
 def demo_setup(quick_study_path, tmp_path_factory):  # noqa: ANN001, ANN201
-    from hwsearch.driver import prepare
+    from hwsearch.search.session import prepare
 
     return prepare(quick_study_path, run_dir=tmp_path_factory.mktemp("prefix-run"), progress=False)
 
@@ -154,8 +154,8 @@ def demo_setup(quick_study_path, tmp_path_factory):  # noqa: ANN001, ANN201
 def test_evaluator_with_reuse_matches_evaluator_without(demo_setup, bn: int) -> None:  # noqa: ANN001
     from dataclasses import replace
 
-    from hwsearch.evaluation import Evaluator
-    from hwsearch.results import Candidate
+    from hwsearch.search.evaluation import Evaluator
+    from hwsearch.search.results import Candidate
 
     spec = replace(demo_setup.spec, batches=demo_setup.spec.batches[:3], bn_recalibrate=bn, stop_drop=None)
     if bn:
@@ -177,9 +177,9 @@ def test_evaluator_with_reuse_matches_evaluator_without(demo_setup, bn: int) -> 
 def test_token_and_t_candidates_reuse_the_prefix_before_their_first_selection(quick_study_path, tmp_path) -> None:  # noqa: ANN001
     from dataclasses import replace
 
-    from hwsearch.driver import prepare
-    from hwsearch.evaluation import Evaluator
-    from hwsearch.results import Candidate
+    from hwsearch.search.session import prepare
+    from hwsearch.search.evaluation import Evaluator
+    from hwsearch.search.results import Candidate
 
     setup = prepare(quick_study_path, axes=("mlp", "tokens", "time"), run_dir=tmp_path, progress=False,
                     constraints={"param_mb": "none"})

@@ -12,13 +12,13 @@ import pytest
 import torch
 
 import hwsearch
-from hwsearch.driver import prepare
+from hwsearch.search.session import prepare
 from hwsearch.errors import UserError
-from hwsearch.evaluation import recalibrate_bn
-from hwsearch.prior import Prior
-from hwsearch.profiling import cache_dir, ensure_profile, profile_fingerprint
-from hwsearch.results import Candidate
-from hwsearch.runners import SerialRunner
+from hwsearch.search.evaluation import recalibrate_bn
+from hwsearch.search.prior import Prior
+from hwsearch.search.profiling import cache_dir, ensure_profile, profile_fingerprint
+from hwsearch.search.results import Candidate
+from hwsearch.search.runners import SerialRunner
 
 QUICK = dict(rates=(0.25, 0.5), eval_subset=60, progress=False, confirm_top=1)
 
@@ -63,7 +63,7 @@ def test_fingerprint_names_everything_the_numbers_depend_on(setup, quick_study_p
 
 
 def test_sensitivity_csv_is_accepted_like_the_json(setup, profile, tmp_path: Path) -> None:
-    from hwsearch.profiling import load_table_file
+    from hwsearch.search.profiling import load_table_file
 
     run = setup.run_dir
     for name in ("sensitivity.csv", "sensitivity_long.csv", "sensitivity.json"):

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from hwsearch.driver import prepare
-from hwsearch.results import Candidate
-from hwsearch.runners import RayRunner
+from hwsearch.search.session import prepare
+from hwsearch.search.results import Candidate
+from hwsearch.search.runners import RayRunner
 
 pytestmark = pytest.mark.ray
 

@@ -14,12 +14,12 @@ import pytest
 
 import hwsearch
 from hwsearch.errors import UserError
-from hwsearch.evaluation import EvaluatorSpec
-from hwsearch.results import Candidate
-from hwsearch.runners import RayRunner, SerialRunner
-from hwsearch.driver import prepare
-from hwsearch.loop import run_strategy
-from hwsearch.strategies import create_strategy
+from hwsearch.search.evaluation import EvaluatorSpec
+from hwsearch.search.results import Candidate
+from hwsearch.search.runners import RayRunner, SerialRunner
+from hwsearch.search.session import prepare
+from hwsearch.search.loop import run_strategy
+from hwsearch.search.strategies import create_strategy
 
 QUICK = dict(rates=(0.25, 0.5), eval_subset=60, progress=False, confirm_top=1)
 
@@ -31,7 +31,7 @@ def setup(quick_study_path: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_search_writes_every_output(quick_study_path: Path, tmp_path: Path) -> None:
-    res = hwsearch.search(quick_study_path, strategy="random", trials=4, out=tmp_path / "r", seed=1,
+    res = hwsearch.run(quick_study_path, strategy="random", trials=4, out=tmp_path / "r", seed=1,
                           constraints={"param_mb": 0.62, "max_acc_drop": 50.0}, **QUICK)
     own = [r for r in res.results if r.candidate.tag != "profile"]
     profile = [r for r in res.results if r.candidate.tag == "profile"]
@@ -53,24 +53,24 @@ def test_search_writes_every_output(quick_study_path: Path, tmp_path: Path) -> N
         assert pruned_params == res.best.costs["params"]  # the cost model predicted the pruned model exactly
         assert res.best_confirm_accuracy is not None and res.best_test_accuracy is not None
         # a second search reuses the cached profile: 0 new profile evaluations
-        again = hwsearch.search(quick_study_path, strategy="random", trials=2, out=tmp_path / "r2", seed=2,
+        again = hwsearch.run(quick_study_path, strategy="random", trials=2, out=tmp_path / "r2", seed=2,
                                 constraints={"param_mb": 0.62, "max_acc_drop": 50.0}, **QUICK)
         assert again.profile_evaluations == 0 and again.profile_source.startswith("cache")
 
 
 def test_unreachable_budget_fails_before_any_evaluation(quick_study_path: Path, tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"budget param_mb 0.01 MB is below the smallest reachable model .* raise --budget-mb"):
-        hwsearch.search(quick_study_path, strategy="random", trials=2, out=tmp_path / "u",
+        hwsearch.run(quick_study_path, strategy="random", trials=2, out=tmp_path / "u",
                         constraints={"param_mb": 0.01}, **QUICK)
     assert not (tmp_path / "u" / "optuna.journal").exists()
 
 
 def test_existing_run_needs_resume(quick_study_path: Path, tmp_path: Path) -> None:
     kw = dict(strategy="random", trials=2, out=tmp_path / "r", constraints={"param_mb": 0.62}, **QUICK)
-    first = hwsearch.search(quick_study_path, **kw)
+    first = hwsearch.run(quick_study_path, **kw)
     with pytest.raises(UserError, match="pass --resume"):
-        hwsearch.search(quick_study_path, **kw)
-    again = hwsearch.search(quick_study_path, resume=True, **kw)  # nothing new to evaluate: replayed
+        hwsearch.run(quick_study_path, **kw)
+    again = hwsearch.run(quick_study_path, resume=True, **kw)  # nothing new to evaluate: replayed
     assert [r.candidate.key for r in again.results] == [r.candidate.key for r in first.results]
     assert [r.accuracy for r in again.results] == [r.accuracy for r in first.results]
 
@@ -103,13 +103,13 @@ def test_sigkill_then_resume_keeps_every_finished_trial(quick_study_path: Path, 
     proc.wait()
     before = _journal_trials(journal)
     assert 3 <= before < 8, "the run must be killed mid-way"
-    from hwsearch.storage import ResultStore, open_storage
+    from hwsearch.search.storage import ResultStore, open_storage
 
     setup_ = prepare(quick_study_path, constraints={"param_mb": 0.62}, run_dir=out, rates=(0.25, 0.5), eval_subset=60,
                      progress=False)
     kept = [r.candidate.key for r in ResultStore(open_storage(out), "random", setup_.space).results()
             if r.candidate.tag != "profile"]
-    res = hwsearch.search(quick_study_path, strategy="random", trials=8, out=out, resume=True,
+    res = hwsearch.run(quick_study_path, strategy="random", trials=8, out=out, resume=True,
                           constraints={"param_mb": 0.62}, **QUICK)
     own = [r for r in res.results if r.candidate.tag != "profile"]
     assert len(own) == 8
@@ -177,7 +177,7 @@ def test_ctrl_c_writes_partial_results_and_resume_continues(quick_study_path: Pa
     done = done[done["tag"] != "profile"]
     assert 2 <= len(done) < 8
     assert "Interrupted" in (out / "report.md").read_text()
-    res = hwsearch.search(quick_study_path, strategy="random", trials=8, out=out, resume=True,
+    res = hwsearch.run(quick_study_path, strategy="random", trials=8, out=out, resume=True,
                           constraints={"param_mb": 0.62}, **QUICK)
     own = [r for r in res.results if r.candidate.tag != "profile"]
     assert len(own) == 8
@@ -187,18 +187,18 @@ def test_ctrl_c_writes_partial_results_and_resume_continues(quick_study_path: Pa
 def test_resume_refuses_another_fingerprint(quick_study_path: Path, tmp_path: Path) -> None:
     kw = dict(strategy="random", trials=2, out=tmp_path / "f", constraints={"param_mb": 0.62}, progress=False,
               eval_subset=60)
-    hwsearch.search(quick_study_path, rates=(0.25, 0.5), **kw)
+    hwsearch.run(quick_study_path, rates=(0.25, 0.5), **kw)
     with pytest.raises(UserError, match="made with another .*rates"):
-        hwsearch.search(quick_study_path, rates=(0.25, 0.5, 0.75), resume=True, **kw)
+        hwsearch.run(quick_study_path, rates=(0.25, 0.5, 0.75), resume=True, **kw)
     with pytest.raises(UserError, match="made with another .*criterion"):
-        hwsearch.search(quick_study_path, rates=(0.25, 0.5), criterion="l1", resume=True, **kw)
+        hwsearch.run(quick_study_path, rates=(0.25, 0.5), criterion="l1", resume=True, **kw)
 
 
 def test_early_stop_is_exact(setup) -> None:
     """Every stopped candidate's full accuracy breaks the drop limit (measured without the early stop)."""
     from dataclasses import replace
 
-    from hwsearch.evaluation import Evaluator
+    from hwsearch.search.evaluation import Evaluator
 
     spec = replace(setup.spec, stop_drop=1.0)  # a strict limit, so some candidates stop
     fast, full = Evaluator(spec), Evaluator(replace(setup.spec, stop_drop=None))

@@ -8,30 +8,30 @@ import math
 import pytest
 
 from hwsearch.errors import UserError
-from hwsearch.results import Candidate, Result
-from hwsearch.sensitivity import SensitivityMeta, SensitivityTable, sensitivity_candidates
-from hwsearch.space import SearchSpace, Variable
+from hwsearch.search.results import Candidate, Result
+from hwsearch.search.sensitivity import SensitivityMeta, SensitivityTable, sensitivity_candidates
+from hwsearch.search.encoding import PlanEncoding, Variable
 
 BASE_ACC = 80.0
 BASE_PARAMS = 1_000_000
 
 
-def _space() -> SearchSpace:
+def _space() -> PlanEncoding:
     # fc1: 10 units, levels at the grid 0.2/0.4/0.6; heads: 4 heads, only 0.25/0.5 realisable.
     fc1 = Variable(name="blocks.0.mlp.hidden", kind="mlp", width=10, levels=(10, 8, 6, 4), rates=(0.0, 0.2, 0.4, 0.6),
                    params=200_000, order=0)
     heads = Variable(name="blocks.0.attn.heads", kind="qk", width=4, levels=(4, 3, 2), rates=(0.0, 0.25, 0.5),
                      params=100_000, order=1)
-    return SearchSpace(model="toy", variables=[fc1, heads], checkpoint_sha256="abc")
+    return PlanEncoding(model="toy", variables=[fc1, heads], checkpoint_sha256="abc")
 
 
-def _predict(space: SearchSpace, levels: dict[str, int]) -> dict[str, float]:
+def _predict(space: PlanEncoding, levels: dict[str, int]) -> dict[str, float]:
     params = BASE_PARAMS - sum(space[n].params * (space[n].width - space[n].levels[lv]) // space[n].width
                                for n, lv in levels.items())
     return {"params": params, "param_mb": params * 4 / 1e6, "macs_g": params * 196 / 1e9, "act_mb": 1.0}
 
 
-def _table(space: SearchSpace, *, fail: str | None = None) -> SensitivityTable:
+def _table(space: PlanEncoding, *, fail: str | None = None) -> SensitivityTable:
     drops = {("blocks.0.mlp.hidden", 1): 0.5, ("blocks.0.mlp.hidden", 2): 1.5, ("blocks.0.mlp.hidden", 3): 4.0,
              ("blocks.0.attn.heads", 1): 1.0, ("blocks.0.attn.heads", 2): 3.0}
     results = []

@@ -14,9 +14,9 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
 import hwsearch
-from hwsearch.driver import prepare
-from hwsearch.pareto import pareto_front, trials_frame
-from hwsearch.storage import METRIC_NAME, ResultStore, open_storage
+from hwsearch.search.session import prepare
+from hwsearch.reports.pareto import pareto_front, trials_frame
+from hwsearch.search.storage import METRIC_NAME, ResultStore, open_storage
 
 SHORT = {"status", "tag", "drop_pt", "drop_pt_at_least", "param_mb", "macs_g", "act_mb", "params", "feasible", "error"}
 
@@ -26,7 +26,7 @@ def run(quick_study_path: Path, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("dash") / "r"
     setup = prepare(quick_study_path, constraints={"param_mb": 0.62}, run_dir=out, rates=(0.25, 0.5), eval_subset=60,
                     progress=False, confirm_top=1)
-    res = hwsearch.search(quick_study_path, strategy="random", trials=3, seed=2, progress=False, setup=setup)
+    res = hwsearch.run(quick_study_path, strategy="random", trials=3, seed=2, progress=False, setup=setup)
     res.space = setup.space  # type: ignore[attr-defined]
     return res, out
 

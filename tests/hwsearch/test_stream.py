@@ -82,7 +82,7 @@ def test_uint8_arrays_are_normalised_per_batch() -> None:
 
 
 def test_search_setup_streams_its_splits(quick_study_path: Path, tmp_path: Path) -> None:
-    from hwsearch.driver import prepare
+    from hwsearch.search.session import prepare
 
     setup = prepare(quick_study_path, run_dir=tmp_path, progress=False)
     assert isinstance(setup.spec.batches, EvalBatches) and isinstance(setup.test_batches, EvalBatches)

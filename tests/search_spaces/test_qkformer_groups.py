@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from hwsearch.pruning import (ChannelGroup, DepthGroup, Group, PruningPlan, full_plan, groups_of, load_pruned, prune,
+from hwsearch.pruning import (ChannelGroup, DepthGroup, Group, PruningPlan, full_plan, load_pruned, prune,
                               save_pruned)
 from hwsearch.testing import calibrate_bn, firing_rates
 from hwsearch.testing.groups import (

@@ -106,7 +106,7 @@ def test_a_plug_in_package_adds_a_family_through_the_entry_point(tmp_path: Path)
     (site / "tinyformer_plugin-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: tinyformer-plugin\nVersion: 0.1\n")
     (site / "tinyformer_plugin-0.1.dist-info" / "entry_points.txt").write_text(
         "[hwsearch.models]\ntinyformer = tinyformer_plugin:register\n")
-    (tmp_path / "s.toml").write_text(textwrap.dedent(f"""
+    (tmp_path / "s.toml").write_text(textwrap.dedent("""
         model = "my-tiny"
         checkpoint = "none.pth"
         [model_config]

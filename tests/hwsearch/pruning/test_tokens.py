@@ -14,12 +14,12 @@ from hypothesis import strategies as st
 from spikingjelly.activation_based import functional
 
 from costmodels import AnalyticCostModel, MeasuredCostModel, example_input, plan_widths
-from hwsearch.prefix import prefix_length, touched_modules
+from hwsearch.search.prefix import prefix_length, touched_modules
 from hwsearch.pruning import (
     ChannelGroup, PlanError, PruningPlan, TimeGroup, TokenGroup, groups_of, load_pruned, prune, save_pruned,
 )
 from hwsearch.pruning._tokens import token_schedule
-from hwsearch.space import SearchSpace
+from hwsearch.search.encoding import PlanEncoding
 from hwsearch.testing import calibrate_bn
 from search_spaces import create_model
 from search_spaces._tokens import TokenSelector, from_tokens, to_tokens
@@ -211,7 +211,7 @@ def test_save_and_load_pruned_keep_tokens_and_t(tmp_path) -> None:
 
 def test_search_space_has_a_variable_per_token_block_and_a_level_per_t() -> None:
     model = create_model("spikformer-digits-2-64")
-    space = SearchSpace.from_model(model, axes=("mlp", "tokens", "time"), rates=(0.25, 0.5, 0.75))
+    space = PlanEncoding.from_model(model, axes=("mlp", "tokens", "time"), rates=(0.25, 0.5, 0.75))
     assert space.names() == ["block.0.mlp.hidden", "block.1.mlp.hidden", "block.0.tokens", "block.1.tokens", "T"]
     assert space["block.0.tokens"].levels == (64, 48, 32, 16) and space["T"].levels == (4, 3, 2, 1)
     assert space["T"].kind == "time" and space["block.1.tokens"].params == 0
@@ -229,10 +229,10 @@ def test_prefix_reuse_stops_before_the_first_selection() -> None:
 
 
 def test_report_and_comparison_show_the_kept_tokens() -> None:
-    from hwsearch.report import _tokens_cell, plan_token_flow, token_flow, work_columns
-    from hwsearch.results import Candidate, Result
+    from hwsearch.reports.report import _tokens_cell, plan_token_flow, token_flow, work_columns
+    from hwsearch.search.results import Candidate, Result
 
-    space = SearchSpace.from_model(create_model("spikformer-digits-2-64"), axes=("mlp", "tokens", "time"),
+    space = PlanEncoding.from_model(create_model("spikformer-digits-2-64"), axes=("mlp", "tokens", "time"),
                                    rates=(0.25, 0.5, 0.75))
     levels = {"block.0.tokens": 2, "block.1.tokens": 2, "T": 1}  # 32 of 64, then half again; T = 3
     flow = token_flow(space, levels)
@@ -240,7 +240,7 @@ def test_report_and_comparison_show_the_kept_tokens() -> None:
     assert _tokens_cell(flow, "block.1.mlp.hidden") == "16 + 1" and _tokens_cell(flow, "patch_embed.c1") == "all"
     best = Result(candidate=Candidate(levels=levels), status="ok", accuracy=90.0, acc_drop=1.0, costs={})
     assert work_columns(space, best) == {"tokens": "block.0: 32 + 1; block.1: 16 + 1", "T": "3"}
-    assert token_flow(SearchSpace.from_model(create_model("spikformer-digits-2-64")), {}) == {}
+    assert token_flow(PlanEncoding.from_model(create_model("spikformer-digits-2-64")), {}) == {}
     plan = prune(create_model("spikformer-digits-2-64"), space.plan(levels)).hwsearch_plan
     assert plan_token_flow(plan) == "tokens per block (kept + package): block.0 32 + 1, block.1 16 + 1; T = 3"
 
@@ -274,10 +274,10 @@ def test_sops_follow_the_kept_tokens_and_t(case: str) -> None:
 def test_report_table_has_a_tokens_column() -> None:
     from types import SimpleNamespace
 
-    from hwsearch.report import report_markdown
-    from hwsearch.results import Candidate, Constraints, Result
+    from hwsearch.reports.report import report_markdown
+    from hwsearch.search.results import Candidate, Constraints, Result
 
-    space = SearchSpace.from_model(create_model("spikformer-digits-2-64"), axes=("mlp", "tokens"), rates=(0.5,))
+    space = PlanEncoding.from_model(create_model("spikformer-digits-2-64"), axes=("mlp", "tokens"), rates=(0.5,))
     best = Result(candidate=Candidate(levels={"block.0.tokens": 1}), status="ok", accuracy=90.0, acc_drop=1.0,
                   costs={"param_mb": 0.6, "macs_g": 0.07, "act_mb": 0.07, "params": 1.0})
     base = Result(candidate=Candidate(levels={}), status="ok", accuracy=91.0, acc_drop=0.0, costs=dict(best.costs))

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from hwsearch.strategies import Strategy, create_strategy, list_strategies
+from hwsearch.search.strategies import Strategy, create_strategy, list_strategies
 from hwsearch.testing.strategy_contract import StrategyContract
 
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from hwsearch.errors import UserError
-from hwsearch.results import Candidate, Constraints, Result
-from hwsearch.sensitivity import SensitivityMeta, SensitivityTable, sensitivity_candidates
-from hwsearch.space import SearchSpace, Variable
-from hwsearch.strategies import KnapsackMILP, Problem, solve_milp
-from hwsearch.strategies._knapsack import NonSeparableError
+from hwsearch.search.results import Candidate, Constraints, Result
+from hwsearch.search.sensitivity import SensitivityMeta, SensitivityTable, sensitivity_candidates
+from hwsearch.search.encoding import PlanEncoding, Variable
+from hwsearch.search.strategies import KnapsackMILP, Problem, solve_milp
+from hwsearch.search.strategies._knapsack import NonSeparableError
 
 BASE_ACC = 80.0
 Predict = Callable[[Mapping[str, int]], dict[str, float]]
@@ -29,11 +29,11 @@ def _costs(params: float) -> dict[str, float]:
     return {"params": params, "param_mb": params * 4 / 1e6, "macs_g": params * 196 / 1e9, "act_mb": 1.0}
 
 
-def _linear(space: SearchSpace) -> Predict:
+def _linear(space: PlanEncoding) -> Predict:
     return lambda lv: _costs(100_000 + sum(v.params * v.levels[lv.get(v.name, 0)] // v.width for v in space.variables))
 
 
-def _table(space: SearchSpace, single: Mapping[tuple[str, int], float], predict: Predict) -> SensitivityTable:
+def _table(space: PlanEncoding, single: Mapping[tuple[str, int], float], predict: Predict) -> SensitivityTable:
     results = [Result(candidate=c, status="ok", accuracy=BASE_ACC - single[next(iter(c.levels.items()))],
                       acc_drop=single[next(iter(c.levels.items()))], costs=predict(c.levels))
                for c in sensitivity_candidates(space)]
@@ -41,21 +41,21 @@ def _table(space: SearchSpace, single: Mapping[tuple[str, int], float], predict:
                                          baseline_costs=predict({}))
 
 
-def _random_instance(seed: int) -> tuple[SearchSpace, dict[tuple[str, int], float], Predict, float]:
+def _random_instance(seed: int) -> tuple[PlanEncoding, dict[tuple[str, int], float], Predict, float]:
     rng = np.random.default_rng(seed)
     variables = []
     for i in range(int(rng.integers(3, 5))):
         n_levels = int(rng.integers(2, 5))
         levels = tuple(10 - 2 * j for j in range(n_levels))
         variables.append(_var(f"v{i}", 10, levels, 10 * int(rng.integers(1_000, 100_000)), i))
-    space = SearchSpace(model="toy", variables=variables)
+    space = PlanEncoding(model="toy", variables=variables)
     single = {(v.name, lv): round(float(rng.uniform(-0.5, 3.0)), 3) for v in variables for lv in range(1, len(v.levels))}
     predict = _linear(space)
     lo, hi = predict(space.max_levels())["param_mb"], predict({})["param_mb"]
     return space, single, predict, float(lo + rng.uniform(0.05, 0.9) * (hi - lo))
 
 
-def _brute(space: SearchSpace, single: Mapping[tuple[str, int], float], predict: Predict,
+def _brute(space: PlanEncoding, single: Mapping[tuple[str, int], float], predict: Predict,
            budget_mb: float) -> list[float]:
     objs = []
     for choice in itertools.product(*(range(len(v.levels)) for v in space.variables)):
@@ -65,7 +65,7 @@ def _brute(space: SearchSpace, single: Mapping[tuple[str, int], float], predict:
     return sorted(objs)
 
 
-def _problem(space: SearchSpace, predict: Predict, budget_mb: float, table: SensitivityTable | None,
+def _problem(space: PlanEncoding, predict: Predict, budget_mb: float, table: SensitivityTable | None,
              **kw: object) -> Problem:
     return Problem(space=space, constraints=Constraints(param_mb=budget_mb, max_acc_drop=2.0), baseline_accuracy=BASE_ACC,
                    baseline_costs=predict({}), predict=predict, sensitivity=table, **kw)  # type: ignore[arg-type]
@@ -136,12 +136,12 @@ def test_unreachable_budget_asks_nothing_and_says_why() -> None:
     assert "no choice of levels meets the budgets" in s.notes()[0]
 
 
-def _embedded() -> tuple[SearchSpace, Predict]:
+def _embedded() -> tuple[PlanEncoding, Predict]:
     """An embedding width E multiplies both blocks' widths: params are pairwise in (E, h1) and (E, h2)."""
     e = _var("embed", 8, (8, 6, 4), 80_000, 0, kind="embed")
     h1 = _var("h1", 10, (10, 8, 6, 4), 500_000, 1)
     h2 = _var("h2", 10, (10, 7, 4), 300_000, 2)
-    space = SearchSpace(model="toy", variables=[e, h1, h2])
+    space = PlanEncoding(model="toy", variables=[e, h1, h2])
 
     def predict(lv: Mapping[str, int]) -> dict[str, float]:
         fe = e.levels[lv.get("embed", 0)] / 8
@@ -151,12 +151,12 @@ def _embedded() -> tuple[SearchSpace, Predict]:
     return space, predict
 
 
-def _triple() -> tuple[SearchSpace, Predict]:
+def _triple() -> tuple[PlanEncoding, Predict]:
     """A cost term a x b x c: not pairwise; the group {a, b, c} becomes one item of 3 x 3 x 4 options."""
     a = _var("a", 10, (10, 8, 6), 0, 0)
     b = _var("b", 10, (10, 7, 4), 0, 1)
     c = _var("c", 10, (10, 8, 6, 4), 400_000, 2)
-    space = SearchSpace(model="toy", variables=[a, b, c])
+    space = PlanEncoding(model="toy", variables=[a, b, c])
 
     def predict(lv: Mapping[str, int]) -> dict[str, float]:
         f = [v.levels[lv.get(v.name, 0)] / v.width for v in (a, b, c)]

@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from hwsearch.results import Candidate
-from hwsearch.strategies import create_strategy
+from hwsearch.search.results import Candidate
+from hwsearch.search.strategies import create_strategy
 from hwsearch.testing.strategy_contract import demo_like_accuracy, demo_like_problem, drive, with_sensitivity
 
 

@@ -7,7 +7,7 @@ from optuna.trial import TrialState
 from optuna.study import StudyDirection
 
 from hwsearch.errors import UserError
-from hwsearch.strategies import NSGA2Search, create_strategy
+from hwsearch.search.strategies import NSGA2Search, create_strategy
 from hwsearch.testing.strategy_contract import best_of, drive, toy_problem
 
 

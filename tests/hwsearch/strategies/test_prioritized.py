@@ -24,10 +24,10 @@ from collections.abc import Mapping
 import pytest
 
 from hwsearch.errors import UserError
-from hwsearch.results import Candidate, Constraints, Result
-from hwsearch.sensitivity import SensitivityMeta, SensitivityTable, sensitivity_candidates
-from hwsearch.space import SearchSpace, Variable
-from hwsearch.strategies import PrioritizedGreedy, Problem, create_strategy
+from hwsearch.search.results import Candidate, Constraints, Result
+from hwsearch.search.sensitivity import SensitivityMeta, SensitivityTable, sensitivity_candidates
+from hwsearch.search.encoding import PlanEncoding, Variable
+from hwsearch.search.strategies import PrioritizedGreedy, Problem, create_strategy
 
 BASE_ACC = 80.0
 OTHER_PARAMS = 400_000
@@ -40,7 +40,7 @@ def _var(name: str, params: int, order: int) -> Variable:
                     params=params, order=order)
 
 
-SPACE = SearchSpace(model="toy", variables=[_var("B", 600_000, 0), _var("C", 600_000, 1), _var("A", 1_000_000, 2),
+SPACE = PlanEncoding(model="toy", variables=[_var("B", 600_000, 0), _var("C", 600_000, 1), _var("A", 1_000_000, 2),
                                             _var("D", 100_000, 3)])
 
 

@@ -27,10 +27,10 @@ from collections.abc import Mapping
 import pytest
 
 from hwsearch.errors import UserError
-from hwsearch.results import Candidate, Constraints, Result
-from hwsearch.sensitivity import SensitivityMeta, SensitivityTable, sensitivity_candidates
-from hwsearch.space import SearchSpace, Variable
-from hwsearch.strategies import Problem, PSViTSensitivity, create_strategy
+from hwsearch.search.results import Candidate, Constraints, Result
+from hwsearch.search.sensitivity import SensitivityMeta, SensitivityTable, sensitivity_candidates
+from hwsearch.search.encoding import PlanEncoding, Variable
+from hwsearch.search.strategies import Problem, PSViTSensitivity, create_strategy
 
 BASE_ACC = 80.0
 SINGLE = {"A": (0.4, 0.9, 2.5), "B": (0.2, 0.5, 1.2), "C": (0.8, 1.6, 3.0)}
@@ -42,7 +42,7 @@ def _var(name: str, params: int, order: int) -> Variable:
                     params=params, order=order)
 
 
-SPACE = SearchSpace(model="toy", variables=[_var("A", 1_000_000, 0), _var("B", 600_000, 1), _var("C", 600_000, 2)])
+SPACE = PlanEncoding(model="toy", variables=[_var("A", 1_000_000, 0), _var("B", 600_000, 1), _var("C", 600_000, 2)])
 
 
 def predict(levels: Mapping[str, int]) -> dict[str, float]:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from hwsearch.strategies import RandomSearch, create_strategy
-from hwsearch.strategies._random import DEFAULT_N_TRIALS
+from hwsearch.search.strategies import RandomSearch, create_strategy
+from hwsearch.search.strategies._random import DEFAULT_N_TRIALS
 from hwsearch.testing.strategy_contract import all_levels, best_of, drive, toy_problem
 
 

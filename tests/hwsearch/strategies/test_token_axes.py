@@ -15,11 +15,11 @@ from dataclasses import replace
 import pytest
 
 from costmodels import AnalyticCostModel
-from hwsearch.evaluation import cost_metrics
+from hwsearch.search.evaluation import cost_metrics
 from hwsearch.pruning import groups_of, validate_plan
-from hwsearch.results import Constraints
-from hwsearch.space import DEFAULT_AXES, SearchSpace
-from hwsearch.strategies import Problem, create_strategy, list_strategies
+from hwsearch.search.results import Constraints
+from hwsearch.search.encoding import DEFAULT_AXES, PlanEncoding
+from hwsearch.search.strategies import Problem, create_strategy, list_strategies
 from hwsearch.testing.strategy_contract import drive, level_importance_of, with_sensitivity
 from search_spaces import create_model
 
@@ -32,7 +32,7 @@ SENS = {"sps": 30.0, "qk": 4.0, "v": 4.0, "mlp": 2.0, "tokens": 0.8, "time": 1.5
 @pytest.fixture(scope="module")
 def problem() -> Problem:
     model = create_model(NAME)
-    space = SearchSpace.from_model(model, axes=(*DEFAULT_AXES, "tokens", "time"), rates=(0.25, 0.5, 0.75))
+    space = PlanEncoding.from_model(model, axes=(*DEFAULT_AXES, "tokens", "time"), rates=(0.25, 0.5, 0.75))
     compiled = AnalyticCostModel().compile(NAME)
 
     def predict(levels: Mapping[str, int]) -> dict[str, float]:
@@ -44,7 +44,7 @@ def problem() -> Problem:
                    eval_budget=12, objective="accuracy")
 
 
-def accuracy(space: SearchSpace, levels: Mapping[str, int]) -> float:
+def accuracy(space: PlanEncoding, levels: Mapping[str, int]) -> float:
     return BASE_ACC - sum(SENS[space[n].kind] * space[n].rates[lv] ** 2 for n, lv in levels.items())
 
 

@@ -12,8 +12,8 @@ from dataclasses import replace
 from optuna.study import StudyDirection
 
 from hwsearch.errors import UserError
-from hwsearch.results import Candidate, Result
-from hwsearch.strategies import TPESearch, create_strategy
+from hwsearch.search.results import Candidate, Result
+from hwsearch.search.strategies import TPESearch, create_strategy
 from hwsearch.testing.strategy_contract import drive, evaluate, toy_accuracy, toy_problem
 
 GOOD = {"blocks.0.mlp.hidden": 3, "blocks.1.mlp.hidden": 1}  # 78.85 %, 0.3165 MB: the best feasible
