@@ -25,7 +25,7 @@ from costmodels._poly import Number, Poly, compile_polys
 from costmodels._registry import ParamsMixin, Widths, register_cost_model
 from costmodels._spec import SymLayer, Variable
 from hwsearch.pruning import Group, PlanError, PruningPlan
-from hwsearch.pruning._groups import DepthGroup
+from search_spaces.groups import DepthGroup
 from hwsearch.pruning._tokens import token_schedule
 from search_spaces import ModelConfig, get_config
 

@@ -14,7 +14,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from costmodels._poly import Poly
-from costmodels._spec import Builder, pair, pool_out
+from costmodels._spec import Builder
+from search_spaces.geometry import pair, pool_out
 
 __all__ = ["FAMILY_BUILDERS", "TOKEN_SCORE_KEY", "build_spec"]
 
@@ -298,7 +299,7 @@ def build_spec(family: str, layout: str, kwargs: Mapping[str, Any]) -> Builder:
 
         raise UserError(f"no analytic cost formulas for family {family!r} (known: {', '.join(FAMILY_BUILDERS)}); "
                         f"its plug-in must add costmodels.FAMILY_BUILDERS[{family!r}]") from None
-    from hwsearch.pruning._tokens import TIME_AXIS_LAYOUTS
+    from search_spaces.groups import TIME_AXIS_LAYOUTS
 
     b = Builder(family=family, layout=layout, T=int(kwargs["T"]),
                 time_axis=family in FAMILY_BUILDERS and family in _TIME_FAMILIES and layout in TIME_AXIS_LAYOUTS,

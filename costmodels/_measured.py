@@ -25,11 +25,21 @@ from fvcore.nn.jit_handles import conv_flop_jit, einsum_flop_jit, get_shape
 from spikingjelly.activation_based import functional, monitor, neuron
 
 from costmodels._analytic import conventions_for
-from costmodels._cost import E_AC_PJ, E_MAC_PJ, ENERGY_CAVEAT, Cost, LayerCost, energy_mj, spike_bytes, weight_bytes
+from costmodels._cost import (
+    E_AC_PJ,
+    E_MAC_PJ,
+    ENERGY_CAVEAT,
+    Cost,
+    LayerCost,
+    energy_mj,
+    spike_bytes,
+    weight_bytes,
+)
 from costmodels._registry import ParamsMixin, Widths, register_cost_model
-from costmodels._spec import pair, spike_input
+from costmodels._spec import spike_input
 from hwsearch.pruning import PruningPlan, prune
 from search_spaces import ModelConfig, get_config
+from search_spaces.geometry import pair
 
 __all__ = ["MeasuredCostModel", "example_input", "build_pruned", "count_macs"]
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from costmodels._poly import Poly
 
-__all__ = ["Variable", "SymLayer", "TokenPoint", "Builder", "spike_input", "pool_out", "pair"]
+__all__ = ["Variable", "SymLayer", "TokenPoint", "Builder", "spike_input"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,15 +68,6 @@ class SymLayer:
 
 
 _BLOCK_SCOPE = re.compile(r"^(block\.\d+|stage\d+\.\d+)\.")
-
-
-def pair(x: int | Sequence[int]) -> tuple[int, int]:
-    return (int(x), int(x)) if isinstance(x, int) else (int(x[0]), int(x[1]))
-
-
-def pool_out(hw: tuple[int, int]) -> tuple[int, int]:
-    """Output size of MaxPool2d(3, 2, 1) or a 1×1 stride-2 conv: ⌊(h − 1)/2⌋ + 1."""
-    return ((hw[0] - 1) // 2 + 1, (hw[1] - 1) // 2 + 1)
 
 
 # -- which inputs are binary spikes (cost-conventions.md §4) -------------------------------------------

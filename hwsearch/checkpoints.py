@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -23,7 +22,7 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import functional
 
-from hwsearch.errors import CheckpointError
+from hwsearch.errors import CheckpointError, load_error_reason
 
 __all__ = [
     "Checkpoint",
@@ -85,21 +84,9 @@ def _torch_load(path: Path) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # any failure to unpickle means the file is not a readable checkpoint
         raise CheckpointError(
-            f"cannot read checkpoint {path}: {_reason(e)}; expected a PyTorch .pth/.pt file saved with torch.save "
+            f"cannot read checkpoint {path}: {load_error_reason(e)}; expected a PyTorch .pth/.pt file saved with torch.save "
             "(tensors and plain data only: files that need code to unpickle are refused)"
         ) from None
-
-
-def _reason(e: BaseException) -> str:
-    """torch's reason in one line: its first sentence (whole), without the long weights_only advice."""
-    text = " ".join(str(e).split())
-    if not text:
-        return type(e).__name__
-    if "Weights only load failed" in text:
-        m = re.search(r"(Unsupported global: GLOBAL \S+|Unsupported operand \d+|Unsupported class \S+)", text)
-        return "it needs code to unpickle (" + (m.group(1).rstrip(".") if m else "not plain tensors") + ")"
-    first = re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0]
-    return first.rstrip(".")
 
 
 def _strip_prefixes(sd: Mapping[str, Any]) -> dict[str, torch.Tensor]:

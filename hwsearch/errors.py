@@ -7,7 +7,9 @@ prints it as ``error: <message>`` and exits with code 2; anything else is a bug 
 
 from __future__ import annotations
 
-__all__ = ["UserError", "UnknownNameError", "CheckpointError", "DataError", "StudyError"]
+import re
+
+__all__ = ["UserError", "UnknownNameError", "CheckpointError", "DataError", "StudyError", "load_error_reason"]
 
 
 class UserError(Exception):
@@ -33,3 +35,15 @@ class DataError(UserError):
 
 class StudyError(UserError):
     """A study spec (TOML) that is missing, malformed or points at absent files."""
+
+
+def load_error_reason(e: BaseException) -> str:
+    """Why ``torch.load`` failed, in one line: its first sentence (whole), without the long weights_only advice."""
+    text = " ".join(str(e).split())
+    if not text:
+        return type(e).__name__
+    if "Weights only load failed" in text:
+        m = re.search(r"(Unsupported global: GLOBAL \S+|Unsupported operand \d+|Unsupported class \S+)", text)
+        return "it needs code to unpickle (" + (m.group(1).rstrip(".") if m else "not plain tensors") + ")"
+    first = re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0]
+    return first.rstrip(".")

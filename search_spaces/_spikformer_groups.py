@@ -12,8 +12,14 @@ from typing import TypeVar
 import torch
 import torch.nn as nn
 
-from hwsearch.pruning import register_groups
-from hwsearch.pruning._groups import AttrUpdate, ChannelGroup, DepthGroup, Group, Member
+from search_spaces.groups import (
+    AttrUpdate,
+    ChannelGroup,
+    DepthGroup,
+    Group,
+    Member,
+    register_groups,
+)
 
 __all__ = ["spikformer_groups", "out_members", "in_members", "norm_members", "module_attr", "submodule", "weight_width"]
 

@@ -13,18 +13,22 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from hwsearch.pruning import register_groups
-from hwsearch.pruning._groups import Group, TimeGroup, TokenGroup
-from hwsearch.pruning._tokens import TIME_AXIS_LAYOUTS
 from search_spaces._spikformer_groups import module_attr, submodule
+from search_spaces.groups import (
+    TIME_AXIS_LAYOUTS,
+    Group,
+    TimeGroup,
+    TokenGroup,
+    register_groups,
+)
 
 __all__ = ["token_groups"]
 
 
 def _grid(model: nn.Module, family: str, layout: str) -> int:
     """Tokens reaching the first token block: Spikformer/SDT patch grid, QKFormer stage-3 grid."""
-    from costmodels._spec import pair, pool_out
     from search_spaces import config_name, get_config
+    from search_spaces.geometry import pair, pool_out
 
     kw = {**get_config(config_name(model)).kwargs, **dict(getattr(model, "hwsearch_kwargs", {}))}
     if family == "sdt":

@@ -1,10 +1,32 @@
-"""The pruning engine: groups, plans, importance criteria, physical pruning, pruned-model I/O."""
+"""The pruning engine: plans, importance criteria, physical pruning, pruned-model I/O.
 
-from hwsearch.pruning._engine import GROUP_DECLARATIONS, TOKEN_DECLARATIONS, full_plan, register_groups, groups_of, prune, resolve_plan, topk_units, validate_plan
-from hwsearch.pruning._groups import AttrUpdate, ChannelGroup, DepthGroup, Group, Member, TimeGroup, TokenGroup
+The groups it slices are declared by the families in :mod:`search_spaces.groups` (re-exported here:
+``ChannelGroup``, ``register_groups``, ``groups_of``, ...).
+"""
+
+from hwsearch.pruning._engine import (
+    full_plan,
+    prune,
+    resolve_plan,
+    topk_units,
+    validate_plan,
+)
 from hwsearch.pruning._importance import CRITERIA, Importance, create_criterion
 from hwsearch.pruning._io import load_pruned, save_pruned
 from hwsearch.pruning._plan import PlanError, PruningPlan
+from search_spaces.groups import (
+    GROUP_DECLARATIONS,
+    TOKEN_DECLARATIONS,
+    AttrUpdate,
+    ChannelGroup,
+    DepthGroup,
+    Group,
+    Member,
+    TimeGroup,
+    TokenGroup,
+    groups_of,
+    register_groups,
+)
 
 __all__ = [
     "AttrUpdate", "CRITERIA", "ChannelGroup", "DepthGroup", "GROUP_DECLARATIONS", "Group", "Importance", "Member",

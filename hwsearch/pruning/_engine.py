@@ -10,56 +10,26 @@ plan's indices, or from the plan's criterion when the plan gives only counts.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 import torch.nn as nn
 from spikingjelly.activation_based import functional
 
-from hwsearch.pruning._groups import AttrUpdate, ChannelGroup, DepthGroup, Group, TimeGroup, TokenGroup
 from hwsearch.pruning._importance import Importance, create_criterion
 from hwsearch.pruning._plan import PlanError, PruningPlan
 from hwsearch.pruning._tokens import apply_tokens
-from hwsearch.registry import Registry
+from search_spaces.groups import (
+    AttrUpdate,
+    ChannelGroup,
+    DepthGroup,
+    Group,
+    TimeGroup,
+    TokenGroup,
+    groups_of,
+)
 
-__all__ = ["GROUP_DECLARATIONS", "TOKEN_DECLARATIONS", "register_groups", "groups_of", "validate_plan", "resolve_plan", "prune", "topk_units", "full_plan"]
-
-#: family name -> function declaring the prunable groups of an (unpruned) model of that family.
-GROUP_DECLARATIONS: Registry[Callable[[nn.Module], Sequence[Group]]] = Registry("family", list_command="hwsearch models")
-#: family name -> function declaring the token groups (and the T group) of an unpruned model of that family.
-TOKEN_DECLARATIONS: Registry[Callable[[nn.Module], Sequence[Group]]] = Registry("token family", list_command="hwsearch models")
-
-
-GroupDeclaration = Callable[[nn.Module], Sequence[Group]]
-
-
-def register_groups(family: str, declare: GroupDeclaration, *, kind: str = "weights") -> GroupDeclaration:
-    """Declare the prunable groups of a model family: the public way to add a family's groups.
-
-    ``declare(model)`` returns the groups of an unpruned model of ``family``. ``kind="weights"``: its
-    channel and depth groups (one declaration per family); ``kind="tokens"``: its token groups and T
-    group, appended to them. A second declaration of the same family and kind raises. Returns ``declare``.
-    """
-    registries = {"weights": GROUP_DECLARATIONS, "tokens": TOKEN_DECLARATIONS}
-    if kind not in registries:
-        raise ValueError(f"unknown group kind {kind!r}; expected one of {sorted(registries)}")
-    registries[kind].add(family, declare)
-    return declare
-
-
-def groups_of(model: nn.Module) -> list[Group]:
-    """The prunable groups of an unpruned registered model (declared in ``search_spaces/``)."""
-    import search_spaces
-
-    name = getattr(model, "hwsearch_config", None)
-    if name is None:
-        raise PlanError("model was not built by hwsearch (no hwsearch_config); build it with create_model/load_model")
-    family = search_spaces.get_config(name).family
-    groups = list(GROUP_DECLARATIONS.get(family)(model))
-    if family in TOKEN_DECLARATIONS:
-        groups += TOKEN_DECLARATIONS.get(family)(model)
-    return groups
-
+__all__ = ["validate_plan", "resolve_plan", "prune", "topk_units", "full_plan"]
 
 def _by_name(groups: Sequence[Group]) -> dict[str, Group]:
     return {g.name: g for g in groups}

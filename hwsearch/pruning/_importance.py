@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from spikingjelly.activation_based import functional
 
-from hwsearch.pruning._groups import ChannelGroup
+from search_spaces.groups import ChannelGroup
 from hwsearch.registry import Registry
 
 __all__ = ["Importance", "CRITERIA", "create_criterion", "unit_slices", "L2Importance", "L1Importance",

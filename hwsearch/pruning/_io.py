@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import functional
 
-from hwsearch.errors import CheckpointError
+from hwsearch.errors import CheckpointError, load_error_reason
 from hwsearch.pruning._plan import PruningPlan
 
 __all__ = ["save_pruned", "load_pruned", "ARCH_FILE", "WEIGHTS_FILE"]
@@ -59,8 +59,9 @@ def _read_arch(arch_path: Path) -> dict[str, Any]:
 
 def load_pruned(path: str | Path) -> nn.Module:
     """Rebuild a pruned model saved by :func:`save_pruned` (a folder, or its ``model.pth``)."""
-    from hwsearch.pruning._engine import groups_of, prune
+    from hwsearch.pruning._engine import prune
     from search_spaces import get_config
+    from search_spaces.groups import groups_of
 
     folder = Path(path)
     if folder.is_file():
@@ -101,9 +102,7 @@ def load_pruned(path: str | Path) -> nn.Module:
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, corrupt, or a pickle that needs code
-        from hwsearch.checkpoints import _reason
-
-        raise CheckpointError(f"cannot read {weights}: {_reason(e)}; re-create it with hwsearch prune or hwsearch run") from None
+        raise CheckpointError(f"cannot read {weights}: {load_error_reason(e)}; re-create it with hwsearch prune or hwsearch run") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{weights} holds a {type(state).__name__}, not a state_dict; re-create it with hwsearch prune")
     try:

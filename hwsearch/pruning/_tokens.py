@@ -17,16 +17,15 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn as nn
 
-from hwsearch.pruning._groups import DepthGroup, Group, TimeGroup, TokenGroup
+from search_spaces.groups import DepthGroup, Group, TimeGroup, TokenGroup
 
 if TYPE_CHECKING:
     from search_spaces._tokens import TokenSelector
 
 __all__ = ["SelectionPoint", "token_schedule", "removed_blocks", "selection_points", "apply_tokens",
-           "attach_selector", "block_width", "selectors", "learn_token_scores", "keep_ratio_loss", "TIME_AXIS_LAYOUTS"]
+           "attach_selector", "block_width", "selectors", "learn_token_scores", "keep_ratio_loss"]
 
 #: layouts whose T is a constructor choice (event-frame layouts take T from the input: no T axis)
-TIME_AXIS_LAYOUTS = ("imagenet", "cifar")
 
 
 @dataclass(frozen=True, slots=True)

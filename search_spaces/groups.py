@@ -1,4 +1,4 @@
-"""Prunable groups: sets of tensor slices that must lose the same indices.
+"""What in a model is prunable: groups of tensor slices that must lose the same indices, and their registry.
 
 A :class:`ChannelGroup` is what Torch-Pruning calls a dependency group, declared per family in
 ``search_spaces/`` instead of traced. It has ``width`` units (channels, or heads of ``unit_size``
@@ -11,13 +11,26 @@ a residual branch.
 A :class:`TokenGroup` is a token keep ratio before one block (SPViT-style selection with a package
 token) and the :class:`TimeGroup` the number of time steps T: neither removes weights, both shrink
 the work (``hwsearch.pruning._tokens``).
+
+A family declares its groups with :func:`register_groups` (one function per family returning the
+groups of an unpruned model); :func:`groups_of` gives a built model's groups. The pruning engine
+(``hwsearch.pruning``) slices what the groups name.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-__all__ = ["Member", "AttrUpdate", "ChannelGroup", "DepthGroup", "TokenGroup", "TimeGroup", "Group"]
+from hwsearch.errors import UserError
+from hwsearch.registry import Registry
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+__all__ = ["Member", "AttrUpdate", "ChannelGroup", "DepthGroup", "TokenGroup", "TimeGroup", "Group", "GroupDeclaration",
+           "GroupError", "GROUP_DECLARATIONS", "TOKEN_DECLARATIONS", "TIME_AXIS_LAYOUTS", "groups_of", "register_groups"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -165,3 +178,48 @@ class TimeGroup:
 
 
 Group = ChannelGroup | DepthGroup | TokenGroup | TimeGroup
+
+
+#: Layouts whose number of time steps T is a searchable axis (the DVS layouts' T is the data's).
+TIME_AXIS_LAYOUTS = ("imagenet", "cifar")
+
+
+class GroupError(UserError):
+    """A model whose groups cannot be found (not built by hwsearch)."""
+
+
+#: A family's declaration: an unpruned model -> its groups.
+GroupDeclaration = Callable[["nn.Module"], Sequence[Group]]
+
+#: family name -> function declaring the prunable groups of an (unpruned) model of that family.
+GROUP_DECLARATIONS: Registry[GroupDeclaration] = Registry("family", list_command="hwsearch models")
+#: family name -> function declaring the token groups (and the T group) of an unpruned model of that family.
+TOKEN_DECLARATIONS: Registry[GroupDeclaration] = Registry("token family", list_command="hwsearch models")
+
+
+def register_groups(family: str, declare: GroupDeclaration, *, kind: str = "weights") -> GroupDeclaration:
+    """Declare the prunable groups of a model family: the public way to add a family's groups.
+
+    ``declare(model)`` returns the groups of an unpruned model of ``family``. ``kind="weights"``: its
+    channel and depth groups (one declaration per family); ``kind="tokens"``: its token groups and T
+    group, appended to them. A second declaration of the same family and kind raises. Returns ``declare``.
+    """
+    registries = {"weights": GROUP_DECLARATIONS, "tokens": TOKEN_DECLARATIONS}
+    if kind not in registries:
+        raise ValueError(f"unknown group kind {kind!r}; expected one of {sorted(registries)}")
+    registries[kind].add(family, declare)
+    return declare
+
+
+def groups_of(model: nn.Module) -> list[Group]:
+    """The prunable groups of an unpruned registered model (declared in ``search_spaces/``)."""
+    from search_spaces._registry import get_config
+
+    name = getattr(model, "hwsearch_config", None)
+    if name is None:
+        raise GroupError("model was not built by hwsearch (no hwsearch_config); build it with create_model/load_model")
+    family = get_config(name).family
+    groups = list(GROUP_DECLARATIONS.get(family)(model))
+    if family in TOKEN_DECLARATIONS:
+        groups += TOKEN_DECLARATIONS.get(family)(model)
+    return groups
