@@ -12,28 +12,31 @@ identically configured strategies (like Optuna's ``optuna/testing/pytest_sampler
 
 The tests run on :func:`toy_problem`, a 4-variable x 4-level space (256 candidates) with a closed-form
 linear cost model and a closed-form accuracy (:func:`toy_accuracy`), so the feasible region under any
-budget is known by enumeration (:func:`feasible_region`). :func:`drive` is the search loop
-(``hwsearch.search.loop.run_strategy``) without storage or runners: ask up to the free slots, queue every asked
-candidate, and when its turn comes tell it a known result (the shared history, an earlier tell, or an
-interrupted run's stored result, which is how a resumed run replays) or evaluate it.
+budget is known by enumeration (:func:`feasible_region`). :func:`drive` runs a strategy through the
+loop the CLI runs (:func:`hwsearch.search.loop.run_strategy`, with its Optuna journal and resume), the
+evaluations done by a :class:`FunctionRunner` on the closed-form accuracy.
 """
 
 from __future__ import annotations
 
 import inspect
 import itertools
+import tempfile
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hwsearch.search.results import Candidate, Constraints, Result, select_best
 from hwsearch.search.encoding import PlanEncoding, Variable
+from hwsearch.search.runners import Runner
 from hwsearch.search.strategies import Problem, Strategy
 
 __all__ = [
-    "TOY_BASELINE_ACCURACY", "AccuracyFn", "StrategyContract", "all_levels", "best_of", "check_candidate", "drive",
+    "TOY_BASELINE_ACCURACY", "AccuracyFn", "ContractSetup", "FunctionRunner", "StrategyContract", "all_levels", "best_of", "check_candidate", "drive",
     "evaluate", "feasible_region", "toy_accuracy", "toy_problem", "toy_space", "with_sensitivity",
 ]
 
@@ -141,57 +144,80 @@ def check_candidate(space: PlanEncoding, candidate: object) -> None:
         assert 0 <= lv < len(space[name].levels), f"level {lv} of {name} is outside 0..{len(space[name].levels) - 1}"
 
 
+@dataclass(kw_only=True)
+class ContractSetup:
+    """What :func:`~hwsearch.search.loop.run_strategy` reads of a run's setup, for a closed-form problem."""
+
+    space: PlanEncoding
+    run_dir: Path
+    storage_url: str | None = None
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    halving_eta: float = 0.0
+
+
+class FunctionRunner(Runner):
+    """A runner whose evaluator is a closed-form accuracy function (:func:`evaluate`): results are handed
+    back in submission order, ``capacity`` candidates in flight, as the serial and Ray runners do."""
+
+    def __init__(self, problem: Problem, accuracy_fn: AccuracyFn, *, capacity: int = 1) -> None:
+        self.problem, self.accuracy_fn, self.capacity = problem, accuracy_fn, capacity
+        self._queue: deque[Candidate] = deque()
+        self.evaluations = 0
+
+    def start(self, spec: Any) -> None:
+        """Nothing to ship: the accuracy function is local."""
+
+    def submit(self, candidate: Candidate) -> None:
+        self._queue.append(candidate)
+
+    def in_flight(self) -> int:
+        return len(self._queue)
+
+    def next_result(self) -> Result:
+        self.evaluations += 1
+        return evaluate(self.problem, self._queue.popleft(), self.accuracy_fn)
+
+
 def drive(strategy: Strategy, problem: Problem, accuracy_fn: AccuracyFn = toy_accuracy, *, batch: int = 1,
-          budget: int | None = None, stored: Iterable[Result] = (), stop_after: int | None = None,
-          order: str = "fifo", max_steps: int = 5000) -> list[Result]:
-    """Run ``strategy`` on ``problem`` like the search driver; all results, in the order they were told.
+          budget: int | None = None, run_dir: str | Path | None = None, resume: bool = False,
+          stop_after: int | None = None, max_results: int = 5000) -> list[Result]:
+    """Run ``strategy`` on ``problem`` through the loop every command uses; its results, in the order told.
+
+    This is :func:`hwsearch.search.loop.run_strategy` (asks up to the free slots, queues every asked
+    candidate, tells results in ask order, answers known candidates from the shared history and earlier
+    results, writes every result to an Optuna journal before the strategy hears of it) with a
+    :class:`FunctionRunner` evaluating ``accuracy_fn``.
 
     Args:
         batch: evaluation slots: ``ask`` is called with the free ones (several candidates in flight).
-        budget: the driver's evaluation budget (``--trials``); None: the strategy decides.
-        stored: results of an earlier, interrupted run: an asked candidate with a stored key is queued
-            like an evaluation and, when its turn comes, told the stored result without evaluating. So
-            the replay repeats the earlier run's interleaving of asks and tells exactly, also with
-            several slots (telling stored results at once, right after the ask, would not).
-        stop_after: stop (as if interrupted) once this many results were told; in-flight ones are lost.
-        order: ``fifo`` tells in ask order; ``lifo`` tells the newest in-flight candidate first.
-        max_steps: loop iterations before the strategy is declared not to finish (AssertionError).
+        budget: the loop's evaluation budget (``--trials``); None: the strategy decides.
+        run_dir: where the run's journal goes (None: a temporary folder, removed afterwards); the same
+            folder with ``resume=True`` continues a stored run, replayed exactly as ``--resume`` does.
+        stop_after: interrupt (as Ctrl-C would) right after this many results are stored.
+        max_results: told results before the strategy is declared not to finish (AssertionError).
     """
-    assert order in ("fifo", "lifo"), order
-    strategy.setup(problem)
-    replay = {r.candidate.key: r for r in stored}
-    # results known to the run: the shared history, and every result told so far (asked again: no evaluation)
-    cache: dict[str, Result] = {r.candidate.key: r for r in problem.history}
-    history = set(cache)
-    results: list[Result] = []
-    queue: list[Candidate] = []
+    if run_dir is None:
+        with tempfile.TemporaryDirectory(prefix="hwsearch-contract-") as tmp:
+            return drive(strategy, problem, accuracy_fn, batch=batch, budget=budget, run_dir=tmp, resume=resume,
+                         stop_after=stop_after, max_results=max_results)
+    from hwsearch.search.loop import run_strategy
 
-    def record(cand: Candidate, res: Result) -> None:
-        res = replace(res, candidate=cand, number=len(results))
-        cache.setdefault(cand.key, res)
-        results.append(res)
-        strategy.tell(cand, res)
+    told = 0
 
-    for _ in range(max_steps):
-        if stop_after is not None and len(results) >= stop_after:
-            return results
-        room = batch - len(queue)
-        if budget is not None:
-            spent = sum(1 for r in results if r.candidate.key not in history)
-            room = min(room, budget - spent - sum(1 for c in queue if c.key not in history))
-        asked = strategy.ask(room) if room > 0 else []
-        assert isinstance(asked, list), f"ask returned {type(asked).__name__}, not list"
-        assert len(asked) <= max(room, 0), f"ask({room}) returned {len(asked)} candidates"
-        for cand in asked:
-            check_candidate(problem.space, cand)
-            queue.append(cand)
-        if not queue:
-            return results
-        cand = queue.pop(0 if order == "fifo" else -1)
-        res = cache.get(cand.key) or replay.get(cand.key) or evaluate(problem, cand, accuracy_fn)
-        record(cand, res)
-    raise AssertionError(f"{type(strategy).__name__} did not finish within {max_steps} driver steps "
-                         f"({len(results)} results)")
+    def watch(result: Result) -> None:
+        nonlocal told
+        told += 1
+        check_candidate(problem.space, result.candidate)
+        if stop_after is not None and told >= stop_after:
+            raise KeyboardInterrupt  # as a signal would: the result is stored, the strategy not told
+        if told > max_results:
+            raise AssertionError(f"{type(strategy).__name__} did not finish within {max_results} results")
+
+    setup = ContractSetup(space=problem.space, run_dir=Path(run_dir))
+    runner = FunctionRunner(problem, accuracy_fn, capacity=batch)
+    outcome = run_strategy(setup, strategy, runner, study_name=strategy.name, problem=problem, eval_budget=budget,
+                           resume=resume, progress=False, history=problem.history, on_result=watch)
+    return outcome.results
 
 
 def best_of(results: Iterable[Result]) -> Result | None:
@@ -351,13 +377,15 @@ class StrategyContract:
         assert _trace(first) == _trace(second)
 
     @pytest.mark.parametrize("batch", [1, 3])
-    def test_resume_replays_exactly(self, make_strategy: Callable[..., Strategy], batch: int) -> None:
+    def test_resume_replays_exactly(self, make_strategy: Callable[..., Strategy], batch: int, tmp_path: Path) -> None:
+        """Interrupted halfway (after a result is stored), ``--resume`` replays the stored results through
+        a fresh strategy and finishes exactly as the uninterrupted run did."""
         problem = self.problem(make_strategy)
         full = drive(make_strategy(), problem, batch=batch)
         k = max(1, len(full) // 2)
-        partial = drive(make_strategy(), problem, batch=batch, stop_after=k)
+        partial = drive(make_strategy(), problem, batch=batch, run_dir=tmp_path, stop_after=k)
         assert _trace(partial) == _trace(full[:k])
-        resumed = drive(make_strategy(), problem, batch=batch, stored=partial)
+        resumed = drive(make_strategy(), problem, batch=batch, run_dir=tmp_path, resume=True)
         assert _trace(resumed) == _trace(full)
 
     def test_failed_results_never_raise(self, make_strategy: Callable[..., Strategy]) -> None:
@@ -389,12 +417,11 @@ class StrategyContract:
         problem = self.problem(make_strategy)
         assert _trace(drive(clone, problem)) == _trace(drive(make_strategy(), problem))
 
-    @pytest.mark.parametrize("order", ["fifo", "lifo"])
-    def test_parallel_asks(self, make_strategy: Callable[..., Strategy], order: str) -> None:
+    def test_parallel_asks(self, make_strategy: Callable[..., Strategy]) -> None:
         problem = self.problem(make_strategy)
-        results = drive(make_strategy(), problem, batch=4, order=order)
+        results = drive(make_strategy(), problem, batch=4)
         assert results and len({r.candidate.key for r in results}) <= problem.eval_budget  # type: ignore[operator]
-        assert _trace(results) == _trace(drive(make_strategy(), problem, batch=4, order=order))
+        assert _trace(results) == _trace(drive(make_strategy(), problem, batch=4))
 
     @pytest.mark.parametrize("seed", [0, 1, 2])
     def test_demo_like_problem_feasible(self, make_strategy: Callable[..., Strategy], seed: int) -> None:
