@@ -70,7 +70,7 @@ def _demo(args: argparse.Namespace) -> dict[str, object]:
     from hwsearch.search.session import prepare
     from hwsearch.search.evaluation import Evaluator
     from hwsearch.search.results import Candidate
-    from hwsearch.search.sensitivity import sensitivity_candidates
+    from hwsearch.search.profiling import sensitivity_candidates
     from search_spaces import reference_lif
 
     setup = prepare(ROOT / "studies" / "demo.toml", run_dir=tempfile.mkdtemp(prefix="bench-eval-"), progress=False,

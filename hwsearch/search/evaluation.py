@@ -38,7 +38,7 @@ from hwsearch.search.metrics import correct_per_batch, top1_accuracy
 from hwsearch.search.prefix import DEFAULT_PREFIX_CACHE_MB, PrefixCache, forward_fn, prefix_length, touched_modules, trace_chain
 from hwsearch.pruning import ChannelGroup, PruningPlan, create_criterion, groups_of, prune, topk_units
 from hwsearch.search.results import Candidate, Constraints, Result
-from hwsearch.search.sensitivity import PROFILE_TAG
+from hwsearch.search.profiling import PROFILE_TAG
 from hwsearch.search.encoding import PlanEncoding
 
 __all__ = ["EvaluatorSpec", "Evaluator", "cost_metrics", "FAULT_TAGS", "recalibrate_bn", "staged_accuracy",

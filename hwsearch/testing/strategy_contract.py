@@ -233,8 +233,8 @@ def with_sensitivity(problem: Problem, accuracy_fn: AccuracyFn = toy_accuracy, *
     """``problem`` as the driver hands it to strategies: the shared profile (each variable alone at each
     level) as sensitivity table, as the :class:`~hwsearch.search.prior.Prior` and as known history."""
     from hwsearch.search.prior import Prior
-    from hwsearch.search.sensitivity import SensitivityMeta, SensitivityTable
-    from hwsearch.search.strategies._profile import ProfileAll
+    from hwsearch.search.profiling import SensitivityMeta, SensitivityTable
+    from hwsearch.search.profiling import ProfileAll
 
     profile = drive(ProfileAll(), replace(problem, eval_budget=None), accuracy_fn)
     meta = SensitivityMeta(model=problem.space.model, checkpoint_sha256=problem.space.checkpoint_sha256,

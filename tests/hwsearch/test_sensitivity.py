@@ -9,7 +9,7 @@ import pytest
 
 from hwsearch.errors import UserError
 from hwsearch.search.results import Candidate, Result
-from hwsearch.search.sensitivity import SensitivityMeta, SensitivityTable, sensitivity_candidates
+from hwsearch.search.profiling import SensitivityMeta, SensitivityTable, sensitivity_candidates
 from hwsearch.search.encoding import PlanEncoding, Variable
 
 BASE_ACC = 80.0

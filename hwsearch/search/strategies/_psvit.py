@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 from hwsearch.errors import UserError
 from hwsearch.search.results import Candidate
-from hwsearch.search.sensitivity import SensitivityTable
+from hwsearch.search.profiling import SensitivityTable
 from hwsearch.search.encoding import DEFAULT_RATES
 from hwsearch.search.strategies._base import Problem, register_strategy
 from hwsearch.search.strategies._stepwise import Answers, Steps, StepwiseStrategy

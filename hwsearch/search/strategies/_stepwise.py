@@ -29,7 +29,7 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 
 from hwsearch.search.results import Candidate, Result
-from hwsearch.search.sensitivity import SensitivityMeta, SensitivityTable, sensitivity_candidates
+from hwsearch.search.profiling import SensitivityMeta, SensitivityTable, sensitivity_candidates
 from hwsearch.search.strategies._base import Problem, Strategy
 
 __all__ = ["COST_BUDGET_KEYS", "Answers", "Ladder", "Steps", "StepwiseStrategy"]

@@ -25,7 +25,7 @@ import pytest
 
 from hwsearch.errors import UserError
 from hwsearch.search.results import Candidate, Constraints, Result
-from hwsearch.search.sensitivity import SensitivityMeta, SensitivityTable, sensitivity_candidates
+from hwsearch.search.profiling import SensitivityMeta, SensitivityTable, sensitivity_candidates
 from hwsearch.search.encoding import PlanEncoding, Variable
 from hwsearch.search.strategies import PrioritizedGreedy, Problem, create_strategy
 

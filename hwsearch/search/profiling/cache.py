@@ -1,6 +1,6 @@
 """The shared sensitivity profile: computed once per fingerprint, cached, reused by every strategy.
 
-The profile (every searched group alone at every level, :func:`~hwsearch.search.sensitivity.sensitivity_candidates`)
+The profile (every searched group alone at every level, :func:`~hwsearch.search.profiling.sensitivity_candidates`)
 depends on the checkpoint, the exact evaluation images, the rate grid, the criterion, the searched groups
 and the evaluator's settings (batch-norm re-estimation); :func:`profile_fingerprint` names all of it
 and its hash is the cache key. Profiles live in the user cache directory (:func:`cache_dir`:
@@ -29,7 +29,7 @@ from hwsearch.atomic import atomic_write_json
 from hwsearch.data import count_samples
 from hwsearch.errors import UserError
 from hwsearch.search.results import Candidate, Result
-from hwsearch.search.sensitivity import SensitivityEntry, SensitivityMeta, SensitivityTable, sensitivity_candidates
+from hwsearch.search.profiling.table import SensitivityEntry, SensitivityMeta, SensitivityTable, sensitivity_candidates
 
 __all__ = ["Profile", "cache_dir", "ensure_profile", "profile_fingerprint", "load_table_file", "SENSITIVITY_FILE"]
 
@@ -160,7 +160,7 @@ def ensure_profile(setup: Any, runner: Any, *, file: str | Path | None = None, p
                    use_cache: bool = True) -> Profile:
     """The shared profile of ``setup``: from ``file``, the cache, or computed (and then cached)."""
     from hwsearch.search.loop import run_strategy
-    from hwsearch.search.strategies._profile import ProfileAll
+    from hwsearch.search.profiling.strategy import ProfileAll
 
     fingerprint = profile_fingerprint(setup)
     key = _key(fingerprint)

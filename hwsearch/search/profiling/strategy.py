@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hwsearch.search.results import Candidate, Result
-from hwsearch.search.strategies._base import Strategy
+from hwsearch.search.strategies import Strategy
 
 __all__ = ["ProfileAll"]
 
@@ -14,7 +14,7 @@ class ProfileAll(Strategy):
     name = "profile"
 
     def setup(self, problem) -> None:  # type: ignore[no-untyped-def]
-        from hwsearch.search.sensitivity import sensitivity_candidates
+        from hwsearch.search.profiling import sensitivity_candidates
 
         super().setup(problem)
         self._todo = list(sensitivity_candidates(problem.space))
