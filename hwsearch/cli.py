@@ -45,12 +45,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The packages whose loggers ``-v`` / ``-vv`` open.
+LOGGED_PACKAGES = ("hwsearch", "search_spaces", "costmodels")
+
+
 def configure_logging(verbosity: int) -> None:
     """Log level of the command (``-v`` INFO, ``-vv`` DEBUG) and of Optuna (WARNING unless ``-vv``)."""
     import optuna
 
     level = logging.DEBUG if verbosity >= 2 else logging.INFO if verbosity == 1 else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for package in LOGGED_PACKAGES:  # other libraries stay at WARNING (matplotlib's DEBUG is pages long)
+        logging.getLogger(package).setLevel(level)
     optuna.logging.set_verbosity(optuna.logging.INFO if verbosity >= 2 else optuna.logging.WARNING)
 
 

@@ -66,7 +66,9 @@ class HeapReleaser:
             return False
         if libc.mallinfo2().fordblks < self.min_bytes:
             return False
+        held = libc.mallinfo2().fordblks
         libc.malloc_trim(0)
+        log.debug("gave %.0f MB of freed heap back to the OS", held / 1e6)
         self.last_trim = time.monotonic()
         return True
 

@@ -10,6 +10,7 @@ plan's indices, or from the plan's criterion when the plan gives only counts.
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 
 import torch
@@ -28,6 +29,8 @@ from search_spaces.groups import (
     TokenGroup,
     groups_of,
 )
+
+log = logging.getLogger(__name__)
 
 __all__ = ["validate_plan", "resolve_plan", "prune", "topk_units", "full_plan"]
 
@@ -223,6 +226,8 @@ def prune(model: nn.Module, plan: PruningPlan, groups: Sequence[Group] | None = 
     if len(keep) != len(plan.keep):  # resolve_plan leaves no counts
         raise PlanError("plan still has counts after resolving")
     functional.reset_net(model)
+    log.debug("pruning %s: %d group(s) shrunk", getattr(model, "hwsearch_config", type(model).__name__),
+              sum(1 for g in groups if g.name in keep and len(keep[g.name]) < g.width))
     # Share every tensor in the copy, then replace: peak memory stays near one model plus the pruned one.
     memo = {id(t): t for t in [*model.parameters(), *model.buffers()]}
     new = copy.deepcopy(model, memo)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,8 @@ from typing import Any
 from hwsearch.atomic import atomic_write_text
 from hwsearch.search.costing import METRICS
 from hwsearch.search.results import MEASURED_BUDGETS, rank_feasible
+
+log = logging.getLogger(__name__)
 
 __all__ = ["write_outputs", "report_markdown", "token_flow", "work_columns", "plan_token_flow"]
 
@@ -206,6 +209,8 @@ def write_outputs(setup: Any, res: Any, *, report_only: bool = False) -> None:
 
         write_runner_ups(setup, res, out)  # the plans `finetune --top K` fine-tunes after the answer
     atomic_write_text(out / "report.md", report_markdown(setup, res))
+    log.info("wrote %s: trials.csv (%d rows), pareto.csv (%d), pareto.png, report.md%s", out, len(res.trials),
+             len(res.pareto), ", best/" if res.best_model is not None else "")
 
 
 def cost_model_lines(setup: Any, res: Any) -> list[str]:

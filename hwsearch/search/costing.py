@@ -92,6 +92,7 @@ def resolve_cost_models(requested: Iterable[str] | None, *, budgets: Mapping[str
             name = provider_of(key)
             if name not in names:
                 names.append(name)
+    log.info("candidates are costed with: %s", ", ".join(names))
     return tuple(names)
 
 

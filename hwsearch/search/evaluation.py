@@ -22,6 +22,7 @@ fewer correct than the bar after a rung's images is ``halved``.
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -40,6 +41,8 @@ from hwsearch.pruning import ChannelGroup, PruningPlan, create_criterion, groups
 from hwsearch.search.results import Candidate, Constraints, Result
 from hwsearch.search.profiling import PROFILE_TAG
 from hwsearch.search.encoding import PlanEncoding
+
+log = logging.getLogger(__name__)
 
 __all__ = ["EvaluatorSpec", "Evaluator", "cost_metrics", "FAULT_TAGS", "recalibrate_bn", "staged_accuracy",
            "StagedAccuracy"]
@@ -327,12 +330,15 @@ class Evaluator:
         except KeyboardInterrupt:
             raise
         except Exception as e:  # noqa: BLE001 - one failing candidate must not end the search
+            log.info("candidate %s failed: %s: %s", candidate.key, type(e).__name__, e)
             return Result(candidate=candidate, status="failed", costs=costs, seconds=time.perf_counter() - t0,
                           error=f"{type(e).__name__}: {e}"[:500],
                           violations=self.spec.constraints.violations(costs, None) if costs else {})
         acc = staged.accuracy
         drop = self.spec.baseline_accuracy - acc
         status = "ok" if staged.complete else "halved" if staged.halved else "stopped"
+        log.debug("candidate %s (%s): %s, top-1 %.2f (drop %.2f) on %d samples in %.2f s", candidate.key,
+                  candidate.tag or "-", status, acc, drop, staged.seen, time.perf_counter() - t0)
         return Result(candidate=candidate, status=status, accuracy=acc, acc_drop=drop,
                       costs=costs, violations=self.spec.constraints.violations(costs, drop),
                       seconds=time.perf_counter() - t0, samples=staged.seen, stage_correct=staged.stage_correct,

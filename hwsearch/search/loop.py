@@ -111,6 +111,8 @@ def run_strategy(setup: Any, strategy: Strategy, runner: Runner, *, study_name: 
     cache = {r.candidate.key: r for r in history}
     cache.update({r.candidate.key: r for r in stored if r.candidate.key not in cache})
     strategy.setup(problem)
+    log.info("%s: asking up to %d at a time, budget %s new evaluations, %d known results (%d stored by an earlier run)",
+             study_name, runner.capacity, "none" if eval_budget is None else eval_budget, len(history), len(own_stored))
     results: list[Result] = []
     queue: list[Candidate] = []  # asked, in order; evaluated (or cached) results are told in this order
     submitted: set[str] = set()
@@ -186,6 +188,11 @@ def run_strategy(setup: Any, strategy: Strategy, runner: Runner, *, study_name: 
                     durable.add(early.candidate.key)
     finally:
         bar.close()
+    best = select_best(results, objective)
+    log.info("%s: %s after %d results (%d new evaluations, %d evaluated now); best feasible %s", study_name,
+             "interrupted" if interrupted else "finished", len(results), len(own), fresh,
+             f"{best.candidate.key} at top-1 {best.accuracy:.2f}" if best is not None and best.accuracy is not None
+             else "none")
     return LoopOutcome(results, interrupted, len(own), fresh, halving.halved if halving is not None else 0)
 
 

@@ -8,6 +8,7 @@ measures the baseline and checks the budget is reachable before any evaluation; 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -173,6 +174,7 @@ def prepare(study: Study | str | Path, *, constraints: Mapping[str, Any] | None 
     obj = resolve_objective(objective if objective is not None else sspec.objective, cons)
     models = resolve_cost_models(sspec.cost_models if cost_models is None else cost_models, budgets=cons.budgets())
     loaded = load_study_model(study)
+    log.info("model %s from %s (sha256 %s...)", loaded.config, study.checkpoint, loaded.checkpoint.sha256[:12])
     space = PlanEncoding.from_model(loaded.model, axes=axes, rates=rates,
                                    checkpoint_sha256=loaded.checkpoint.sha256, criterion=criterion)
     subset = eval_subset if eval_subset is not None else study.data.eval_subset
@@ -205,6 +207,10 @@ def prepare(study: Study | str | Path, *, constraints: Mapping[str, Any] | None 
                 raise UserError(UNREACHABLE.format(what=key, limit=limit, unit=unit, best=best, flag=flag, more=more))
     acc = local.accuracy(local.model)
     spec.baseline_accuracy = acc
+    log.info("baseline: top-1 %.2f %% on %d eval samples; %s", acc, count_samples(batches),
+             ", ".join(f"{k} {v:.4g}" for k, v in base_costs.items() if k in ("param_mb", "macs_g", "act_mb")))
+    log.info("plan encoding: %d variable(s) of kinds %s, %.3g candidates", len(space.variables), ",".join(axes),
+             math.prod(len(v.levels) for v in space.variables))
     measured, where = local.measured_costs(local.model)  # {} unless a forward-needing cost model is on
     base_costs = {**base_costs, **measured}
     baseline = Result(candidate=Candidate(levels={}, tag="baseline"), status="ok", accuracy=acc, acc_drop=0.0,

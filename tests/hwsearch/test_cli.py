@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import json
 import re
 import shutil
@@ -13,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hwsearch.cli import main
+from hwsearch.cli import LOGGED_PACKAGES, main
 from hwsearch.study import load_study
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -153,3 +155,16 @@ def test_help_documents_every_command(capsys: pytest.CaptureFixture[str]) -> Non
     out = capsys.readouterr().out
     for command in ("models", "evaluate", "train"):
         assert command in out
+
+
+@pytest.mark.parametrize(("flags", "level"), [([], logging.WARNING), (["-v"], logging.INFO), (["-vv"], logging.DEBUG)])
+def test_verbosity_opens_the_project_loggers(flags: list[str], level: int, capsys: pytest.CaptureFixture[str]) -> None:
+    saved = {name: logging.getLogger(name).level for name in LOGGED_PACKAGES}
+    try:
+        assert main([*flags, "strategies"]) == 0
+        for name in LOGGED_PACKAGES:
+            assert logging.getLogger(name).getEffectiveLevel() == level
+        assert logging.getLogger("matplotlib").getEffectiveLevel() >= logging.WARNING
+    finally:
+        for name, old in saved.items():
+            logging.getLogger(name).setLevel(old)

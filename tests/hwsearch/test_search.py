@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import os
 import signal
 import subprocess
@@ -30,9 +32,14 @@ def setup(quick_study_path: Path, tmp_path_factory: pytest.TempPathFactory):
                    run_dir=tmp_path_factory.mktemp("run"), rates=(0.25, 0.5), eval_subset=60, progress=False)
 
 
-def test_search_writes_every_output(quick_study_path: Path, tmp_path: Path) -> None:
-    res = hwsearch.run(quick_study_path, strategy="random", trials=4, out=tmp_path / "r", seed=1,
-                          constraints={"param_mb": 0.62, "max_acc_drop": 50.0}, **QUICK)
+def test_search_writes_every_output(quick_study_path: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG, logger="hwsearch"):
+        res = hwsearch.run(quick_study_path, strategy="random", trials=4, out=tmp_path / "r", seed=1,
+                           constraints={"param_mb": 0.62, "max_acc_drop": 50.0}, **QUICK)
+    said = caplog.text  # what -v (INFO) and -vv (DEBUG) show: set-up, the loop, each candidate, the outputs
+    for line in ("baseline: top-1", "random: finished after", "candidates are costed with: analytic", "wrote "):
+        assert line in said, line
+    assert sum("candidate " in r.getMessage() and r.levelno == logging.DEBUG for r in caplog.records) >= 4
     own = [r for r in res.results if r.candidate.tag != "profile"]
     profile = [r for r in res.results if r.candidate.tag == "profile"]
     assert len(own) == 4 and res.evaluations == 4 and len(profile) == 18  # 9 groups x 2 rates, shared

@@ -26,6 +26,8 @@ The plan PrimeSVT returns is :attr:`PrioritizedGreedy.final_levels` (the accepte
 
 from __future__ import annotations
 
+import logging
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -34,6 +36,8 @@ from hwsearch.search.results import Candidate, Result
 from hwsearch.search.encoding import Variable
 from hwsearch.search.strategies._base import Problem, register_strategy
 from hwsearch.search.strategies._stepwise import Ladder, Steps, StepwiseStrategy
+
+log = logging.getLogger(__name__)
 
 __all__ = ["BACKOFFS", "ORDERS", "GreedyStep", "PrioritizedGreedy"]
 
@@ -151,6 +155,8 @@ class PrioritizedGreedy(StepwiseStrategy):
                     break
                 drop = self.measured_drop(answers[cand.key])
                 ok = drop <= max_drop
+                log.debug("greedy: %s at level %d (rate %.2f): drop %.3g (profile %.3g) -> %s", v.name, lv,
+                          float(v.rates[lv]), drop, table.drop(v.name, lv), "accepted" if ok else "backed off")
                 self.steps.append(GreedyStep(variable=v.name, level=lv, rate=float(v.rates[lv]),
                                              profile_drop=table.drop(v.name, lv), measured_drop=drop, accepted=ok))
                 if ok:
