@@ -170,17 +170,21 @@ def test_groups_match_declarations(name: str) -> None:
     assert AnalyticCostModel().compile(name).group_widths() == declared
 
 
-def _random_keep(groups: list, data: st.DataObject) -> dict[str, int | tuple[int, ...]]:
+def _random_keep(groups: list, data: st.DataObject, *, depth_indices: bool = True) -> dict[str, int | tuple[int, ...]]:
+    """A random plan: a drawn allowed count per channel group; per depth group the kept block indices
+    (``depth_indices``) or, as a user writes it, a count."""
     keep: dict[str, int | tuple[int, ...]] = {}
     for g in groups:
         if not data.draw(st.booleans()):
             continue
         if isinstance(g, ChannelGroup):
             keep[g.name] = data.draw(st.sampled_from(g.allowed_counts()))
+            continue
+        lo = max(g.min_width, 1) if g.kind == "blocks" else g.min_width
+        if depth_indices:
+            keep[g.name] = tuple(sorted(data.draw(st.sets(st.integers(0, g.width - 1), min_size=lo, max_size=g.width))))
         else:
-            lo = max(g.min_width, 1) if g.kind == "blocks" else g.min_width
-            kept = data.draw(st.sets(st.integers(0, g.width - 1), min_size=lo, max_size=g.width))
-            keep[g.name] = tuple(sorted(kept))
+            keep[g.name] = data.draw(st.integers(lo, g.width))
     return keep
 
 
@@ -320,19 +324,6 @@ def test_batch_is_vectorised_and_exact() -> None:
     assert batch["macs"].dtype == np.int64 and math.isclose(batch["macs"].max(), max(c.macs for c in expected))
 
 
-def _random_counts(groups: list, data: st.DataObject) -> dict[str, int]:
-    """A plan as a user writes it: counts for channel and depth groups alike."""
-    keep: dict[str, int] = {}
-    for g in groups:
-        if not data.draw(st.booleans()):
-            continue
-        if isinstance(g, ChannelGroup):
-            keep[g.name] = data.draw(st.sampled_from(g.allowed_counts()))
-        else:
-            keep[g.name] = data.draw(st.integers(max(g.min_width, 1) if g.kind == "blocks" else g.min_width, g.width))
-    return keep
-
-
 @pytest.mark.parametrize("name", FULL)
 @given(data=st.data())
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -343,7 +334,7 @@ def test_every_public_cost_entry_equals_the_pruned_model(name: str, data: st.Dat
 
     model = _meta_model(name)
     groups = groups_of(model)
-    plan = PruningPlan(model=name, keep=_random_counts(groups, data), criterion="random",
+    plan = PruningPlan(model=name, keep=_random_keep(groups, data, depth_indices=False), criterion="random",
                        seed=data.draw(st.integers(0, 9)))
     pruned = prune(model, plan, groups)
     params = sum(p.numel() for p in pruned.parameters())

@@ -3,7 +3,7 @@ loads strictly, declares consistent prunable groups, is reproduced exactly by a 
 prunes to a smaller dense model that saves and loads, and runs its fast inference path bit-identically.
 
 A new family (or layout) fails ``test_every_registered_layout_has_a_tiny_instance`` until it adds a tiny
-instance to ``TINY`` below; then it must pass every test here.
+instance to ``TINY_LAYOUTS`` in ``hwsearch/testing/families.py``; then it must pass every test here.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import torch.nn as nn
 
 from hwsearch.pruning import ChannelGroup, PruningPlan, full_plan, groups_of, load_pruned, prune, save_pruned
 from hwsearch.testing import calibrate_bn, firing_rates
+from hwsearch.testing.families import TINY_LAYOUTS
 from hwsearch.testing.groups import (
     assert_same_state,
     channel_coverage,
@@ -29,19 +30,7 @@ from search_spaces import MODELS, create_model, reference_lif
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-SMALL = dict(embed_dim=64, num_classes=10, T=2)
-#: (family, layout) -> (a registered configuration, overrides making it tiny, input shape)
-TINY: dict[tuple[str, str], tuple[str, dict[str, object], tuple[int, ...]]] = {
-    ("spikformer", "imagenet"): ("spikformer-8-384", dict(SMALL, num_heads=4, depth=2), (2, 3, 64, 64)),
-    ("spikformer", "cifar"): ("spikformer-cifar10-4-384", dict(SMALL, num_heads=4, depth=2), (2, 3, 32, 32)),
-    ("spikformer", "dvs"): ("spikformer-cifar10dvs-2-256", dict(SMALL, num_heads=4, depth=1), (2, 2, 2, 128, 128)),
-    ("sdt", "cifar"): ("sdt-cifar10-2-256", dict(SMALL, num_heads=4, depth=2), (2, 3, 32, 32)),
-    ("sdt", "imagenet"): ("sdt-8-384", dict(SMALL, img_size=64, num_heads=4, depth=2), (2, 3, 64, 64)),
-    ("qkformer", "imagenet"): ("qkformer-10-384", dict(SMALL, img_size=64, num_heads=4, depth=4), (2, 3, 64, 64)),
-    ("qkformer", "cifar"): ("qkformer-cifar10-4-384", dict(SMALL, depth=3), (2, 3, 32, 32)),
-}
-
-
+TINY = TINY_LAYOUTS
 TINY_KWARGS = {name: overrides for name, overrides, _ in TINY.values()}
 
 

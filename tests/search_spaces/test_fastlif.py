@@ -23,6 +23,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import hwsearch
 from hwsearch.testing.calibrate import calibrate_bn
+from hwsearch.testing.families import TINY_LAYOUTS
 from search_spaces import create_model
 from search_spaces._fastlif import REFERENCE_LIF_ENV, FastLIFNode, reference_lif
 from search_spaces._layers import lif
@@ -231,16 +232,8 @@ def test_cuda_uses_spikingjelly_kernel(sj_calls: list[int]) -> None:
 # Every family: calibrated models, logits and every LIF output
 # --------------------------------------------------------------------------------------------------
 
-SMALL = dict(embed_dim=64, num_classes=10, T=2)
-FAMILIES = {
-    "spikformer-imagenet": ("spikformer-8-384", dict(SMALL, num_heads=4, depth=1), (2, 3, 64, 64)),
-    "spikformer-cifar": ("spikformer-cifar10-4-384", dict(SMALL, num_heads=4, depth=1), (2, 3, 32, 32)),
-    "spikformer-dvs": ("spikformer-cifar10dvs-2-256", dict(SMALL, num_heads=4, depth=1), (2, 2, 2, 128, 128)),
-    "sdt-cifar": ("sdt-cifar10-2-256", dict(SMALL, num_heads=4, depth=1), (2, 3, 32, 32)),
-    "sdt-imagenet": ("sdt-8-384", dict(SMALL, img_size=64, num_heads=4, depth=1), (2, 3, 64, 64)),
-    "qkformer-imagenet": ("qkformer-10-384", dict(SMALL, img_size=64, num_heads=4, depth=4), (2, 3, 64, 64)),
-    "qkformer-cifar": ("qkformer-cifar10-4-384", dict(SMALL, depth=3), (2, 3, 32, 32)),
-}
+#: one tiny model per (family, layout): the family contract's table
+FAMILIES = {f"{family}-{layout}": entry for (family, layout), entry in TINY_LAYOUTS.items()}
 
 
 def _outputs(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, list[torch.Tensor]]]:
