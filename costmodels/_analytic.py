@@ -26,7 +26,7 @@ from costmodels._registry import ParamsMixin, Widths, register_cost_model
 from costmodels._spec import SymLayer, Variable
 from hwsearch.pruning import Group, PlanError, PruningPlan
 from search_spaces.groups import DepthGroup
-from hwsearch.pruning._tokens import token_schedule
+from hwsearch.pruning import token_schedule
 from search_spaces import ModelConfig, get_config
 
 __all__ = ["AnalyticCostModel", "CompiledCost", "analytic_cost", "plan_widths", "widths_of_plan", "conventions_for"]

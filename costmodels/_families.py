@@ -39,7 +39,7 @@ def _sps_convs(b: Builder, widths: list[Poly | int], sizes: list[HW], lif_sizes:
 def _select(b: Builder, p: str, N: int, alive: Poly, D: Poly) -> Poly:
     """Token group before block ``p``: the package merge (one matmul, T·D·m MACs) and, for the learned
     selector, its scorer (``proj`` once per image on the time mean, ``mix``); returns the block's tokens."""
-    from search_spaces._tokens import LEARNED, SELECTOR_HEADS
+    from search_spaces.tokens import LEARNED, SELECTOR_HEADS
 
     tokens, merged, entering, active = b.tokens(p, N, alive)
     if b.token_score == LEARNED:

@@ -26,7 +26,7 @@ from typing import Any
 
 from costmodels._poly import Number, Poly, horner
 from costmodels._spec import TokenPoint, Variable
-from hwsearch.pruning._tokens import token_schedule
+from hwsearch.pruning import token_schedule
 
 __all__ = ["Fallback", "compile_fast"]
 

@@ -35,7 +35,7 @@ from hwsearch.atomic import atomic_write_text
 from hwsearch.errors import UserError
 from hwsearch.search.metrics import top1_accuracy
 from hwsearch.progress import progress_bar
-from hwsearch.pruning._tokens import keep_ratio_loss, learn_token_scores, selectors
+from hwsearch.pruning import keep_ratio_loss, learn_token_scores, selectors
 from hwsearch.study import Study
 
 __all__ = ["FinetuneResult", "finetune", "finetune_run", "finetune_run_answer", "LOSSES", "TOKEN_SELECTORS", "STATE_FILE",

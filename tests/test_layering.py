@@ -99,6 +99,29 @@ def test_imports_run_one_way() -> None:
     assert not wrong, "imports against the layer order:\n" + "\n".join(sorted(set(wrong)))
 
 
+def _owner(module: str) -> str | None:
+    """The package prefix of LAYERS owning ``module`` (the longest that matches)."""
+    best = None
+    for _, prefixes in LAYERS:
+        for p in prefixes:
+            if (module == p or module.startswith(p + ".")) and (best is None or len(p) > len(best)):
+                best = p
+    return best
+
+
+def test_packages_meet_through_public_names() -> None:
+    """A module reaches another package only through its public modules, never a ``_private`` one."""
+    private = []
+    for module, path in _modules():
+        for target, line in _imports(path, module):
+            owner = _owner(target)
+            if owner is None or module == owner or module.startswith(owner + "."):
+                continue
+            if any(part.startswith("_") for part in target[len(owner):].split(".") if part):
+                private.append(f"{path.relative_to(ROOT)}:{line}: {module} imports {target}")
+    assert not private, "private modules of other packages imported:\n" + "\n".join(sorted(set(private)))
+
+
 def test_layering_catches_a_backward_import(tmp_path: Path) -> None:
     """The checker itself: a search_spaces module importing the search is reported."""
     bad = tmp_path / "bad.py"
@@ -107,6 +130,7 @@ def test_layering_catches_a_backward_import(tmp_path: Path) -> None:
     assert ("hwsearch.search.loop", 2) in found
     assert layer_of("hwsearch.search.loop") > layer_of("search_spaces.bad")  # type: ignore[operator]
     assert layer_of("hwsearch.pruning._engine") == 2 and layer_of("hwsearch.errors") == 0
+    assert _owner("hwsearch.pruning._tokens") == "hwsearch.pruning" and _owner("costmodels._spec") == "costmodels"
 
 
 _PROBE = """

@@ -99,7 +99,7 @@ def _check_sensitivity(path: Path) -> None:
 
 def check_search_args(args: argparse.Namespace, out: Path) -> None:
     """Every check ``run``, ``compare`` and ``sensitivity`` can make before loading the model."""
-    from hwsearch.search.runners._ray_connect import check_workers
+    from hwsearch.search.runners.cluster import check_workers
 
     check_out_dir(out)
     if getattr(args, "storage", None):

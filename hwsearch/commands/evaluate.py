@@ -35,7 +35,7 @@ def _run(args: argparse.Namespace) -> int:
     ds = study_dataset(study, split, subset=args.limit)  # data errors first: cheaper than loading the model
     if args.model_dir is not None:
         from hwsearch.checkpoints import file_sha256
-        from hwsearch.pruning._io import WEIGHTS_FILE
+        from hwsearch.pruning import WEIGHTS_FILE
 
         model = pruned_from_args(args, study)
         folder = args.model_dir if args.model_dir.is_dir() else args.model_dir.parent

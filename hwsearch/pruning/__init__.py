@@ -11,9 +11,17 @@ from hwsearch.pruning._engine import (
     topk_units,
     validate_plan,
 )
-from hwsearch.pruning._importance import CRITERIA, Importance, create_criterion
-from hwsearch.pruning._io import load_pruned, save_pruned
+from hwsearch.pruning._importance import CRITERIA, Importance, create_criterion, param_members, unit_slices
+from hwsearch.pruning._io import ARCH_FILE, WEIGHTS_FILE, load_pruned, save_pruned
 from hwsearch.pruning._plan import PlanError, PruningPlan
+from hwsearch.pruning._tokens import (
+    SelectionPoint,
+    keep_ratio_loss,
+    learn_token_scores,
+    selection_points,
+    selectors,
+    token_schedule,
+)
 from search_spaces.groups import (
     GROUP_DECLARATIONS,
     TOKEN_DECLARATIONS,
@@ -32,4 +40,7 @@ __all__ = [
     "AttrUpdate", "CRITERIA", "ChannelGroup", "DepthGroup", "GROUP_DECLARATIONS", "Group", "Importance", "Member",
     "PlanError", "PruningPlan", "create_criterion", "full_plan", "groups_of", "load_pruned", "prune",
     "register_groups", "resolve_plan", "save_pruned", "topk_units", "validate_plan", "TOKEN_DECLARATIONS", "TimeGroup", "TokenGroup",
+    # pruned-model folders; criteria's building blocks; token selection (SPViT-style) on a pruned model
+    "ARCH_FILE", "WEIGHTS_FILE", "param_members", "unit_slices", "SelectionPoint", "keep_ratio_loss",
+    "learn_token_scores", "selection_points", "selectors", "token_schedule",
 ]

@@ -87,7 +87,7 @@ def validate_plan(plan: PruningPlan, groups: Sequence[Group]) -> None:
 
 
 def _check_token_score(score: str) -> None:
-    from search_spaces._tokens import LEARNED, TOKEN_SCORES
+    from search_spaces.tokens import LEARNED, TOKEN_SCORES
 
     known = [*TOKEN_SCORES.list(), LEARNED]
     if score not in known:

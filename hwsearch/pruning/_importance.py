@@ -57,7 +57,7 @@ class Importance(abc.ABC):
         """Called once per model before scoring (e.g. to compute gradients)."""
 
 
-def _param_members(model: nn.Module, group: ChannelGroup) -> Iterable[tuple[torch.Tensor, Any]]:
+def param_members(model: nn.Module, group: ChannelGroup) -> Iterable[tuple[torch.Tensor, Any]]:
     params = {id(p) for p in model.parameters()}
     for m in group.members:
         t = _tensor(model, m.module, m.param)
@@ -91,7 +91,7 @@ class _NormImportance(Importance):
 
     def scores(self, model: nn.Module, group: ChannelGroup) -> torch.Tensor:
         total = torch.zeros(group.width, dtype=torch.float64)
-        for t, m in _param_members(model, group):
+        for t, m in param_members(model, group):
             per_channel = self._per_channel(t, m.dim)
             total += per_channel.narrow(0, m.offset, group.width * m.unit_size).view(group.width, m.unit_size).sum(dim=1)
         return total.pow(1.0 / self.p).float()
@@ -167,7 +167,7 @@ class TaylorImportance(Importance):
         if self._model_id != id(model):
             self.prepare(model)
         total = torch.zeros(group.width, dtype=torch.float64)
-        for t, m in _param_members(model, group):
+        for t, m in param_members(model, group):
             prod = (t.detach() * self._grads[id(t)]).to(torch.float64)
             total += unit_slices(prod, m.dim, m.unit_size, m.offset, group.width).sum(dim=1)
         return total.abs().float()  # removing a unit removes all its members at once: ΔL ≈ -Σ w·g

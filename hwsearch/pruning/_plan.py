@@ -32,7 +32,7 @@ class PruningPlan:
             the plan is applied) or the sorted tuple of kept unit indices. Groups not named keep all.
         model_kwargs: constructor overrides used to build the source model.
         seed: seed of the ``random`` criterion.
-        token_score: the rule that scores tokens where the plan prunes tokens (``search_spaces._tokens``
+        token_score: the rule that scores tokens where the plan prunes tokens (``search_spaces.tokens``
             ``TOKEN_SCORES``; written to JSON only when not the default ``activity``).
         schema: format version.
 

@@ -20,7 +20,7 @@ import torch.nn as nn
 from search_spaces.groups import DepthGroup, Group, TimeGroup, TokenGroup
 
 if TYPE_CHECKING:
-    from search_spaces._tokens import TokenSelector
+    from search_spaces.tokens import TokenSelector
 
 __all__ = ["SelectionPoint", "token_schedule", "removed_blocks", "selection_points", "apply_tokens",
            "attach_selector", "block_width", "selectors", "learn_token_scores", "keep_ratio_loss"]
@@ -130,7 +130,7 @@ def block_width(block: nn.Module) -> int:
 
 def selectors(model: nn.Module) -> list[TokenSelector]:
     """The token selectors of a pruned model, in module order."""
-    from search_spaces._tokens import TokenSelector
+    from search_spaces.tokens import TokenSelector
 
     return [m for m in model.modules() if isinstance(m, TokenSelector)]
 
@@ -141,7 +141,7 @@ def learn_token_scores(model: nn.Module) -> int:
     ``load_pruned`` rebuild it. Returns the number of selectors converted."""
     import dataclasses
 
-    from search_spaces._tokens import LEARNED, LearnedScorer
+    from search_spaces.tokens import LEARNED, LearnedScorer
 
     n = 0
     for name, m in model.named_modules():
@@ -172,7 +172,7 @@ def keep_ratio_loss(model: nn.Module) -> torch.Tensor | None:
 def apply_tokens(model: nn.Module, groups: Sequence[Group], keep: Mapping[str, int | tuple[int, ...]],
                  *, score: str = "activity") -> None:
     """Insert the token selectors and set T of a resolved plan on ``model`` (in place, before depth pruning)."""
-    from search_spaces._tokens import LEARNED, TokenSelector
+    from search_spaces.tokens import LEARNED, TokenSelector
 
     package = False
     for g, point in selection_points(groups, keep):

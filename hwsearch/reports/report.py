@@ -34,7 +34,7 @@ TOKENS_NOTE = ("`tokens`: the tokens the group's block runs on (kept image token
 
 def token_flow(space: Any, levels: Mapping[str, int]) -> dict[str, str]:
     """Block path (and ``T``) -> tokens (and steps) of a candidate, when the space searches tokens or T."""
-    from hwsearch.pruning._tokens import token_schedule
+    from hwsearch.pruning import token_schedule
 
     tokens = [v for v in space.variables if v.kind == "tokens"]
     steps = [v for v in space.variables if v.kind == "time"]
@@ -65,7 +65,7 @@ def plan_token_flow(plan: Any) -> str | None:
     import torch
 
     from hwsearch.pruning import TimeGroup, groups_of
-    from hwsearch.pruning._tokens import selection_points
+    from hwsearch.pruning import selection_points
     from search_spaces import get_config
 
     with torch.device("meta"):

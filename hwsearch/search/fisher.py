@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from spikingjelly.activation_based import functional
 
 from hwsearch.pruning import ChannelGroup, topk_units
-from hwsearch.pruning._importance import _param_members, unit_slices
+from hwsearch.pruning import param_members, unit_slices
 
 if TYPE_CHECKING:
     from hwsearch.search.evaluation import Evaluator
@@ -38,7 +38,7 @@ def level_importance(evaluator: Evaluator, batches: Sequence[tuple[torch.Tensor,
     groups = {g.name: g for g in evaluator.groups if isinstance(g, ChannelGroup)}
     searched = [groups[v.name] for v in space.variables if v.name in groups]
     fisher = {g.name: torch.zeros(g.width, dtype=torch.float64) for g in searched}
-    members = {g.name: list(_param_members(model, g)) for g in searched}
+    members = {g.name: list(param_members(model, g)) for g in searched}
     was_training = model.training
     device = next(iter(model.parameters())).device
     model.eval()

@@ -17,7 +17,7 @@ from hwsearch.finetune import finetune
 from hwsearch.pruning import PlanError, PruningPlan, load_pruned, prune, save_pruned
 from hwsearch.pruning._tokens import keep_ratio_loss, learn_token_scores
 from search_spaces import create_model
-from search_spaces._tokens import LearnedScorer, TokenSelector
+from search_spaces.tokens import LearnedScorer, TokenSelector
 
 SMALL = {
     "spikformer-cifar": ("spikformer-cifar10-4-384", dict(embed_dim=32, num_heads=4, depth=2, img_size=16, T=2)),

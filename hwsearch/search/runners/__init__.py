@@ -2,7 +2,7 @@
 
 from hwsearch.search.runners._base import Runner
 from hwsearch.search.runners._ray import RayRunner, RayStats
-from hwsearch.search.runners._ray_connect import check_workers
+from hwsearch.search.runners.cluster import check_workers
 from hwsearch.search.runners._serial import SerialRunner
 
 __all__ = ["RayRunner", "RayStats", "Runner", "SerialRunner", "check_workers", "make_runner"]

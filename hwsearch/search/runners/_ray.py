@@ -20,7 +20,7 @@ from hwsearch.errors import UserError
 from hwsearch.search.evaluation import EvaluatorSpec
 from hwsearch.search.results import Candidate, Result
 from hwsearch.search.runners._base import Runner
-from hwsearch.search.runners._ray_connect import start_ray
+from hwsearch.search.runners.cluster import start_ray
 
 __all__ = ["RayRunner", "RayStats"]
 

@@ -22,7 +22,7 @@ from hwsearch.pruning._tokens import token_schedule
 from hwsearch.search.encoding import PlanEncoding
 from hwsearch.testing import calibrate_bn
 from search_spaces import create_model
-from search_spaces._tokens import TokenSelector, from_tokens, to_tokens
+from search_spaces.tokens import TokenSelector, from_tokens, to_tokens
 
 #: small models of every family and layout with token blocks (as tests/costmodels/test_measured.py)
 SMALL = {

@@ -38,7 +38,7 @@ TOKEN_LAYOUTS = ("cfhw", "nc", "cn")
 
 #: score rule name -> ``fn(tokens [B,N,T,C]) -> scores [B,N]`` (higher = keep).
 TOKEN_SCORES: Registry[Callable[[torch.Tensor], torch.Tensor]] = Registry(
-    "token score", list_command="python -c 'import search_spaces._tokens as t; print(t.TOKEN_SCORES.list())'")
+    "token score", list_command="python -c 'import search_spaces.tokens as t; print(t.TOKEN_SCORES.list())'")
 
 
 @TOKEN_SCORES.register("activity")
