@@ -25,16 +25,7 @@ from fvcore.nn.jit_handles import conv_flop_jit, einsum_flop_jit, get_shape
 from spikingjelly.activation_based import functional, monitor, neuron
 
 from costmodels._analytic import conventions_for
-from costmodels._cost import (
-    E_AC_PJ,
-    E_MAC_PJ,
-    ENERGY_CAVEAT,
-    Cost,
-    LayerCost,
-    energy_mj,
-    spike_bytes,
-    weight_bytes,
-)
+from costmodels._cost import E_AC_PJ, E_MAC_PJ, ENERGY_CAVEAT, Cost, LayerCost, energy_mj, spike_bytes, weight_bytes
 from costmodels._registry import ParamsMixin, Widths, register_cost_model
 from costmodels._spec import spike_input
 from hwsearch.pruning import PruningPlan, prune

@@ -22,21 +22,8 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from search_spaces._spikformer_groups import (
-    in_members,
-    module_attr,
-    out_members,
-    submodule,
-    weight_width,
-)
-from search_spaces.groups import (
-    AttrUpdate,
-    ChannelGroup,
-    DepthGroup,
-    Group,
-    Member,
-    register_groups,
-)
+from search_spaces._spikformer_groups import in_members, module_attr, out_members, submodule, weight_width
+from search_spaces.groups import AttrUpdate, ChannelGroup, DepthGroup, Group, Member, register_groups
 
 __all__ = ["sdt_groups"]
 

@@ -12,14 +12,7 @@ from typing import TypeVar
 import torch
 import torch.nn as nn
 
-from search_spaces.groups import (
-    AttrUpdate,
-    ChannelGroup,
-    DepthGroup,
-    Group,
-    Member,
-    register_groups,
-)
+from search_spaces.groups import AttrUpdate, ChannelGroup, DepthGroup, Group, Member, register_groups
 
 __all__ = ["spikformer_groups", "out_members", "in_members", "norm_members", "module_attr", "submodule", "weight_width"]
 

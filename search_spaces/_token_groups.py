@@ -14,13 +14,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 from search_spaces._spikformer_groups import module_attr, submodule
-from search_spaces.groups import (
-    TIME_AXIS_LAYOUTS,
-    Group,
-    TimeGroup,
-    TokenGroup,
-    register_groups,
-)
+from search_spaces.groups import TIME_AXIS_LAYOUTS, Group, TimeGroup, TokenGroup, register_groups
 
 __all__ = ["token_groups"]
 

@@ -20,15 +20,7 @@ from spikingjelly.activation_based import functional
 from hwsearch.pruning._importance import Importance, create_criterion
 from hwsearch.pruning._plan import PlanError, PruningPlan
 from hwsearch.pruning._tokens import apply_tokens
-from search_spaces.groups import (
-    AttrUpdate,
-    ChannelGroup,
-    DepthGroup,
-    Group,
-    TimeGroup,
-    TokenGroup,
-    groups_of,
-)
+from search_spaces.groups import AttrUpdate, ChannelGroup, DepthGroup, Group, TimeGroup, TokenGroup, groups_of
 
 log = logging.getLogger(__name__)
 

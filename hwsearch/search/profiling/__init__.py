@@ -19,11 +19,7 @@ import importlib
 from typing import Any
 
 from hwsearch.search.profiling.table import (
-    PROFILE_TAG,
-    SensitivityEntry,
-    SensitivityMeta,
-    SensitivityTable,
-    sensitivity_candidates,
+    PROFILE_TAG, SensitivityEntry, SensitivityMeta, SensitivityTable, sensitivity_candidates,
 )
 
 # The loop-dependent parts load on first use (the strategies import the table from here).
