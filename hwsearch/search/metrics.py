@@ -39,6 +39,9 @@ def correct_per_batch(
     where the batches are moved before the forward (None: where they are).
     """
     model.eval()
+    # The first batch too starts from a trimmed heap: what ran before it (a previous forward, calibration,
+    # pruning) may have left freed memory resident, which would add to this evaluation's peak (hwsearch.heap).
+    release_heap_between_batches()
     for i, (x, y) in enumerate(batches):
         if device is not None:
             x = x.to(device, non_blocking=True)

@@ -36,3 +36,27 @@ def test_heap_releaser_trims_at_most_every_interval() -> None:
         assert releaser() is expected
         assert (_rss_mb() < held - 150) is expected
         del top
+
+
+@pytest.mark.skipif(heap._libc() is None, reason="needs glibc (mallinfo2, malloc_trim)")
+def test_first_batch_starts_from_a_trimmed_heap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What ran before an evaluation (here: 200 MB freed) is released before its first forward, not after it."""
+    import torch
+
+    from hwsearch.metrics import correct_per_batch
+
+    monkeypatch.setattr(heap._between_batches(), "last_trim", None)  # no trim of another test just before
+    seen: list[float] = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(_rss_mb())
+            return torch.zeros(len(x), 2)
+
+    blocks = [bytes([1]) * 100_000 for _ in range(2000)]
+    top = bytes([1]) * 100_000
+    del blocks
+    held = _rss_mb()
+    assert list(correct_per_batch(Probe(), [(torch.zeros(3, 1), torch.zeros(3, dtype=torch.long))])) == [(3, 3)]
+    assert seen[0] < held - 150
+    del top
