@@ -8,7 +8,7 @@ over the model in three identical forwards). ``malloc_trim`` gives the freed pag
 large model's batch of seconds, but 10 % of the demo's evaluation time when done after each of its
 0.2 s batches (measured). So between evaluation batches :func:`release_heap_between_batches` trims when more than
 :data:`RELEASE_MIN_MB` of freed memory is held and the last trim is at least :data:`TRIM_EVERY_S`
-seconds ago (:class:`HeapReleaser`). :func:`hwsearch.metrics.correct_per_batch` asks before the first batch
+seconds ago (:class:`HeapReleaser`). :func:`hwsearch.search.metrics.correct_per_batch` asks before the first batch
 too, since whatever ran before the evaluation (a previous forward, calibration, pruning) may have left freed
 memory resident that the first batch's peak would add to: on spikformer-8-512 (256 streamed images, batch
 16, after one untrimmed forward) the first batch peaked 420 MB above the later ones (measured with the

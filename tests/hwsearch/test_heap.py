@@ -43,7 +43,7 @@ def test_first_batch_starts_from_a_trimmed_heap(monkeypatch: pytest.MonkeyPatch)
     """What ran before an evaluation (here: 200 MB freed) is released before its first forward, not after it."""
     import torch
 
-    from hwsearch.metrics import correct_per_batch
+    from hwsearch.search.metrics import correct_per_batch
 
     monkeypatch.setattr(heap._between_batches(), "last_trim", None)  # no trim of another test just before
     seen: list[float] = []
