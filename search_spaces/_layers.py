@@ -8,7 +8,7 @@ from spikingjelly.activation_based import neuron, surrogate
 
 from search_spaces._fastlif import FastLIFNode
 
-__all__ = ["lif", "trunc_normal_init", "add_residual_branches"]
+__all__ = ["lif", "neuron_settings", "trunc_normal_init", "add_residual_branches"]
 
 #: The official neurons: legacy ``MultiStepLIFNode(tau=2.0, detach_reset=True)`` mapped to 2.0.0.
 LIF_TAU = 2.0
@@ -23,15 +23,14 @@ def lif(v_threshold: float = LIF_THRESHOLD) -> neuron.LIFNode:
     :class:`~search_spaces._fastlif.FastLIFNode`: spikingjelly's ``LIFNode`` with a bit-identical fast CPU
     path when no gradient is needed (``HWSEARCH_REFERENCE_LIF=1`` or ``reference_lif()`` turn it off).
     """
-    return FastLIFNode(
-        tau=LIF_TAU,
-        decay_input=True,
-        v_threshold=float(v_threshold),
-        v_reset=0.0,
-        surrogate_function=surrogate.Sigmoid(alpha=4.0),
-        detach_reset=True,
-        step_mode="m",
-    )
+    return FastLIFNode(tau=LIF_TAU, **neuron_settings(v_threshold))
+
+
+def neuron_settings(v_threshold: float = LIF_THRESHOLD) -> dict[str, object]:
+    """What every official neuron shares: input decay, hard reset to 0, detach_reset, sigmoid surrogate
+    (alpha 4), multi-step; ``lif`` and SDT's PLIF add their time constant."""
+    return dict(decay_input=True, v_threshold=float(v_threshold), v_reset=0.0,
+                surrogate_function=surrogate.Sigmoid(alpha=4.0), detach_reset=True, step_mode="m")
 
 
 def trunc_normal_init(module: nn.Module, std: float = 0.02) -> None:

@@ -35,14 +35,16 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 PACKAGES = ("hwsearch", "search_spaces", "costmodels")
 
 
+def _owner(module: str) -> str | None:
+    """The package prefix of LAYERS owning ``module`` (the longest that matches; None: none does)."""
+    matches = [p for _, prefixes in LAYERS for p in prefixes if module == p or module.startswith(p + ".")]
+    return max(matches, key=len, default=None)
+
+
 def layer_of(module: str) -> int | None:
     """Index of the layer owning ``module`` (None: not a project module, or the lazy ``hwsearch`` root)."""
-    best: tuple[int, int] | None = None
-    for i, (_, prefixes) in enumerate(LAYERS):
-        for p in prefixes:
-            if (module == p or module.startswith(p + ".")) and (best is None or len(p) > best[1]):
-                best = (i, len(p))
-    return None if best is None else best[0]
+    owner = _owner(module)
+    return None if owner is None else next(i for i, (_, prefixes) in enumerate(LAYERS) if owner in prefixes)
 
 
 def _module_name(path: Path) -> str:
@@ -97,16 +99,6 @@ def test_imports_run_one_way() -> None:
                 wrong.append(f"{path.relative_to(ROOT)}:{line}: {LAYERS[here][0]} module imports "
                              f"{target} ({LAYERS[there][0]})")
     assert not wrong, "imports against the layer order:\n" + "\n".join(sorted(set(wrong)))
-
-
-def _owner(module: str) -> str | None:
-    """The package prefix of LAYERS owning ``module`` (the longest that matches)."""
-    best = None
-    for _, prefixes in LAYERS:
-        for p in prefixes:
-            if (module == p or module.startswith(p + ".")) and (best is None or len(p) > len(best)):
-                best = p
-    return best
 
 
 def test_packages_meet_through_public_names() -> None:

@@ -218,8 +218,9 @@ def prune(model: nn.Module, plan: PruningPlan, groups: Sequence[Group] | None = 
     if len(keep) != len(plan.keep):  # resolve_plan leaves no counts
         raise PlanError("plan still has counts after resolving")
     functional.reset_net(model)
-    log.debug("pruning %s: %d group(s) shrunk", getattr(model, "hwsearch_config", type(model).__name__),
-              sum(1 for g in groups if g.name in keep and len(keep[g.name]) < g.width))
+    if log.isEnabledFor(logging.DEBUG):  # the count is not worth a loop per candidate otherwise
+        log.debug("pruning %s: %d group(s) shrunk", getattr(model, "hwsearch_config", type(model).__name__),
+                  sum(1 for g in groups if g.name in keep and len(keep[g.name]) < g.width))
     # Share every tensor in the copy, then replace: peak memory stays near one model plus the pruned one.
     memo = {id(t): t for t in [*model.parameters(), *model.buffers()]}
     new = copy.deepcopy(model, memo)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from spikingjelly.activation_based import neuron, surrogate
+from spikingjelly.activation_based import neuron
 
-from search_spaces._layers import ATTN_LIF_THRESHOLD, LIF_TAU, LIF_THRESHOLD, lif
+from search_spaces._layers import ATTN_LIF_THRESHOLD, LIF_TAU, LIF_THRESHOLD, lif, neuron_settings
 
 __all__ = ["SPIKE_MODES", "MSSPS", "MSSSA", "MSMLP", "MSBlock"]
 
@@ -20,15 +20,7 @@ def _neuron(spike_mode: str, v_threshold: float = LIF_THRESHOLD) -> neuron.BaseN
     if spike_mode == "lif":
         return lif(v_threshold)
     if spike_mode == "plif":
-        return neuron.ParametricLIFNode(
-            init_tau=LIF_TAU,
-            decay_input=True,
-            v_threshold=float(v_threshold),
-            v_reset=0.0,
-            surrogate_function=surrogate.Sigmoid(alpha=4.0),
-            detach_reset=True,
-            step_mode="m",
-        )
+        return neuron.ParametricLIFNode(init_tau=LIF_TAU, **neuron_settings(v_threshold))
     raise ValueError(f"spike_mode must be one of {SPIKE_MODES}, got {spike_mode!r}")
 
 
